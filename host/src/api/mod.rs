@@ -1,0 +1,180 @@
+//! The HTTP management API under `/api/v1`, plus `/healthz`, `/readyz`,
+//! `/metrics` and the OpenAPI document at `/api/v1/openapi.json`.
+//!
+//! Every handler returns `Result<_, ApiError>`; an error is JSON
+//! `{"error": {"code": "...", "message": "..."}}` with a stable code and a
+//! message that names the problem. Bodies are parsed by [`Body`], which
+//! turns serde's complaints (unknown field, wrong type) into such errors.
+//! Every mutating handler writes its audit entry in its transaction.
+
+mod apply;
+mod audit;
+mod checks;
+mod drain;
+pub mod error;
+mod node;
+mod nodes;
+mod ops;
+mod plugins;
+mod runs;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use apply::{Document, Plan};
+pub use checks::{CheckList, is_name};
+pub use error::ApiError;
+pub use runs::{RunPage, Series};
+
+use crate::auth::{Authenticator, Caller};
+use crate::catalog::Catalog;
+use crate::metrics::{HttpLabels, Metrics, PluginLabels};
+use crate::model::Role;
+use crate::store::Db;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: Db,
+    pub catalog: Catalog,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    /// Woken on every change to checks or nodes, so scheduling follows at once.
+    pub changes: Arc<Notify>,
+    pub min_interval: std::time::Duration,
+    /// What serves probe nodes (shared with the in-process node).
+    pub serving: Arc<crate::cluster::serving::Serving>,
+    /// This controller's name (in the scheduling lease).
+    pub controller: String,
+}
+
+pub type Shared = State<Arc<AppState>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tocsin management API", description = "Checks, plugins, runs, tokens and the audit trail."),
+    modifiers(&BearerAuth),
+    security(("token" = [])),
+    tags(
+        (name = "checks", description = "What to monitor"),
+        (name = "plugins", description = "Check and notifier plugins (WebAssembly components)"),
+        (name = "runs", description = "Results of checks"),
+        (name = "tokens", description = "API tokens (admin)"),
+        (name = "audit", description = "Who changed what (admin)"),
+        (name = "nodes", description = "Probe nodes"),
+        (name = "operations", description = "Health, readiness and metrics")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The whole HTTP surface of a controller.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(checks::routes())
+        .merge(plugins::routes(state.catalog.runtime().limits().max_plugin_bytes))
+        .merge(runs::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
+        .merge(apply::routes())
+        .merge(nodes::routes())
+        .merge(node::routes())
+        .merge(ops::routes())
+        .split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let doc = Arc::new(doc);
+    api.route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn(drain::drain_unread))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route.
+async fn observe(State(state): Shared, request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state.metrics.http_requests.get_or_create(&HttpLabels { method, route: route.clone(), status }).inc();
+    state.metrics.http_seconds.get_or_create(&PluginLabels { plugin: route }).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The authenticated caller of a request.
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = header.map(|h| h.strip_prefix("Bearer ").unwrap_or(h).trim());
+        Ok(state.auth.verify(&state.db, token).await?)
+    }
+}
+
+impl Caller {
+    /// Refuses callers below `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.has(role) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!("this needs the {role} role; the token {:?} has {}", self.name, self.role)))
+    }
+}
+
+/// A JSON request body whose parse errors are API errors.
+pub struct Body<T>(pub T);
+
+impl<T, S> FromRequest<S> for Body<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(ApiError::from_json_rejection(rejection)),
+        }
+    }
+}
+
+/// Query parameters whose parse errors are API errors.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_query", rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `/healthz` (the process answers), `/readyz` (it can serve: the database
+//! takes a write) and `/metrics` (Prometheus text). None needs a token.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, Shared};
+use crate::metrics::StatusLabels;
+use crate::model::CheckStatus;
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "OK", body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "OK", body = Health), (status = 503, description = "Not ready", body = Health)))]
+async fn readyz(State(state): Shared) -> (StatusCode, axum::Json<Health>) {
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(Health { status: "ready".into(), version })),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the database does not take writes");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health { status: format!("database: {e}"), version }))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(state): Shared) -> impl IntoResponse {
+    let stats = state.catalog.runtime().stats();
+    state.metrics.wasm_running.set(stats.running as i64);
+    state.metrics.wasm_slots.set(stats.slots as i64);
+    if let Ok(counts) = crate::store::checks::count_by_status(&state.db).await {
+        for status in
+            [CheckStatus::Pending, CheckStatus::Up, CheckStatus::Degraded, CheckStatus::Down, CheckStatus::Error]
+        {
+            let n = counts.iter().find(|(s, _)| *s == status).map(|(_, n)| *n).unwrap_or(0);
+            state.metrics.checks.get_or_create(&StatusLabels { status: status.to_string() }).set(n);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
+}

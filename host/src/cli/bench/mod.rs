@@ -1,0 +1,112 @@
+//! `tocsin bench`: measurements an operator can repeat on their own
+//! hardware. `ingest` writes runs the way the controller does; `probes` runs
+//! a built-in check against a target as fast as a given concurrency allows;
+//! `schedule` and `failover` start a controller (and for `failover`, nodes)
+//! from this binary on loopback and measure the cluster from outside.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::CliError;
+
+mod failover;
+mod ingest;
+mod local;
+mod probes;
+mod schedule;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Runs written per second, in batches as the controller writes them.
+    Ingest(IngestArgs),
+    /// Checks per second a node runs against one target.
+    Probes(ProbeArgs),
+    /// Start lateness of many checks over simulated nodes on one controller.
+    Schedule(ScheduleArgs),
+    /// Time from a node's SIGKILL to its checks running elsewhere.
+    Failover(FailoverArgs),
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Where to write: `sqlite://...` or `postgres://...`; default: a new SQLite file.
+    #[arg(long)]
+    pub(super) database_url: Option<String>,
+    /// How many runs to write.
+    #[arg(long, default_value_t = 200_000)]
+    pub(super) runs: usize,
+    /// Over how many checks.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) checks: usize,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// `http` or `tcp`.
+    #[arg(long, default_value = "http")]
+    pub(super) plugin: String,
+    /// The target, as a check would name it.
+    #[arg(long)]
+    pub(super) target: String,
+    /// Checks in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub(super) concurrency: usize,
+    #[arg(long, default_value = "10s", value_parser = crate::model::wire::parse_duration)]
+    pub(super) duration: Duration,
+    /// Grants, as for a check (`127.0.0.1`).
+    #[arg(long = "allow")]
+    pub(super) allow: Vec<String>,
+    /// The plugin's configuration as JSON.
+    #[arg(long, default_value = "{}")]
+    pub(super) config: String,
+}
+
+#[derive(Args)]
+pub struct ScheduleArgs {
+    /// The controller's database; default: SQLite in a temporary directory.
+    #[arg(long)]
+    pub(super) database_url: Option<String>,
+    #[arg(long, default_value_t = 100_000)]
+    pub(super) checks: usize,
+    /// Simulated nodes, in this process.
+    #[arg(long, default_value_t = 10)]
+    pub(super) nodes: usize,
+    /// Every check's interval.
+    #[arg(long, default_value = "60s", value_parser = crate::model::wire::parse_duration)]
+    pub(super) interval: Duration,
+    /// How long to measure, once every check has an owner.
+    #[arg(long, default_value = "120s", value_parser = crate::model::wire::parse_duration)]
+    pub(super) window: Duration,
+}
+
+#[derive(Args)]
+pub struct FailoverArgs {
+    /// The controller's database; default: SQLite in a temporary directory.
+    #[arg(long)]
+    pub(super) database_url: Option<String>,
+    /// `tocsin node` processes.
+    #[arg(long, default_value_t = 5)]
+    pub(super) nodes: usize,
+    #[arg(long, default_value_t = 500)]
+    pub(super) checks: usize,
+    /// Every check's interval.
+    #[arg(long, default_value = "2s", value_parser = crate::model::wire::parse_duration)]
+    pub(super) interval: Duration,
+    /// Nodes killed, one after another (each is restarted before the next).
+    #[arg(long, default_value_t = 3)]
+    pub(super) rounds: usize,
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest::ingest_bench(args).await,
+        BenchCommand::Probes(args) => probes::probes(args).await,
+        BenchCommand::Schedule(args) => schedule::schedule(args).await,
+        BenchCommand::Failover(args) => failover::failover(args).await,
+    }
+}
+
+pub(super) fn other(e: impl std::fmt::Display) -> CliError {
+    CliError::Other(e.to_string())
+}

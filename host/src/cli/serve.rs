@@ -1,0 +1,96 @@
+//! `tocsin serve`: flags over the config file over defaults, logging, the
+//! listener, and shutdown on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::CliError;
+use crate::config::{Secret, ServeConfig, ServeFile};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address of the API.
+    #[arg(long, env = "TOCSIN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the embedded database and caches live.
+    #[arg(long, env = "TOCSIN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `postgres://...` to use PostgreSQL instead of SQLite.
+    #[arg(long, env = "TOCSIN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// A TOML file of settings (flags win over it).
+    #[arg(long, env = "TOCSIN_CONFIG")]
+    config: Option<PathBuf>,
+    /// The local node's location.
+    #[arg(long, env = "TOCSIN_LOCATION")]
+    location: Option<String>,
+    /// The local node's name (default: the host name).
+    #[arg(long, env = "TOCSIN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), CliError> {
+    init_logging(args.log_format);
+    let file = match &args.config {
+        Some(path) => ServeFile::read(path).map_err(|e| CliError::Usage(e.to_string()))?,
+        None => ServeFile::default(),
+    };
+    let mut config = ServeConfig::from_file(file);
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.database_url {
+        config.database_url = Some(Secret::new(url));
+    }
+    if let Some(location) = args.location {
+        config.location = location;
+    }
+    if let Some(name) = args.node_name {
+        config.node_name = name;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot listen on {}: {e}", config.listen)))?;
+    crate::server::serve(config, listener, shutdown_signal()).await.map_err(|e| CliError::Other(format!("{e:#}")))
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

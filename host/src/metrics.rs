@@ -1,0 +1,147 @@
+//! Prometheus metrics of a `tocsin` process, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub plugin: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub plugin: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub runs: Family<RunLabels, Counter>,
+    pub run_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    pub start_lateness_seconds: Histogram,
+    pub plugin_errors: Family<ErrorLabels, Counter>,
+    pub runs_stored: Counter,
+    pub runs_refused: Counter,
+    pub ingest_queue: Gauge,
+    pub ingest_batch_seconds: Histogram,
+    pub wasm_running: Gauge,
+    pub wasm_slots: Gauge,
+    pub checks: Family<StatusLabels, Gauge>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    pub moves: Family<ReasonLabels, Counter>,
+    pub nodes: Family<StatusLabels, Gauge>,
+    pub results_buffered: Gauge,
+    pub results_dropped: Gauge,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tocsin");
+        let m = Metrics {
+            runs: Family::default(),
+            run_seconds: Family::new_with_constructor(latency),
+            start_lateness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            plugin_errors: Family::default(),
+            runs_stored: Counter::default(),
+            runs_refused: Counter::default(),
+            ingest_queue: Gauge::default(),
+            ingest_batch_seconds: latency(),
+            wasm_running: Gauge::default(),
+            wasm_slots: Gauge::default(),
+            checks: Family::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(latency),
+            moves: Family::default(),
+            nodes: Family::default(),
+            results_buffered: Gauge::default(),
+            results_dropped: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("runs", "Runs finished, by plugin and status", m.runs.clone());
+        registry.register("run_duration_seconds", "Time a run took, by plugin", m.run_seconds.clone());
+        registry.register(
+            "run_start_lateness_seconds",
+            "How long after its slot a run started",
+            m.start_lateness_seconds.clone(),
+        );
+        registry.register(
+            "plugin_errors",
+            "Runs that ended in a plugin error, by plugin and code",
+            m.plugin_errors.clone(),
+        );
+        registry.register("runs_stored", "Runs written to the database", m.runs_stored.clone());
+        registry.register("runs_refused", "Results refused because their slot already had one", m.runs_refused.clone());
+        registry.register("ingest_queue_depth", "Results waiting to be written", m.ingest_queue.clone());
+        registry.register(
+            "ingest_batch_duration_seconds",
+            "Time to write one batch of results",
+            m.ingest_batch_seconds.clone(),
+        );
+        registry.register("wasm_invocations_running", "Plugin invocations running now", m.wasm_running.clone());
+        registry.register("wasm_invocation_slots", "Plugin invocations that can run at once", m.wasm_slots.clone());
+        registry.register("checks", "Checks by current status", m.checks.clone());
+        registry.register("http_requests", "API requests, by method, route and status", m.http_requests.clone());
+        registry.register("http_request_duration_seconds", "API request latency, by route", m.http_seconds.clone());
+        registry.register("check_moves", "Checks moved between nodes, by reason", m.moves.clone());
+        registry.register("nodes", "Probe nodes by state", m.nodes.clone());
+        registry.register(
+            "results_buffered",
+            "Results a node holds until a controller takes them",
+            m.results_buffered.clone(),
+        );
+        registry.register(
+            "results_dropped",
+            "Results a node dropped because its buffer was full",
+            m.results_dropped.clone(),
+        );
+        let build = Family::<VersionLabels, Gauge>::default();
+        build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
+        registry.register("build_info", "The running version", build);
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

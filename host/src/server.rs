@@ -1,0 +1,213 @@
+//! `tocsin serve`: a controller (API, storage, scheduling), by default with
+//! a probe node in the same process, on a bound listener until `shutdown`
+//! resolves.
+//!
+//! Tasks and how they connect:
+//!
+//! ```text
+//!  API ──changes──▶ coordinator (if it holds the lease) ──assignments──▶ database
+//!   │                                                                      │
+//!   └── /api/v1/node/* ──┐                       bulletin (work versions) ◀┘
+//!                        ▼
+//!              serving (enroll, heartbeat, work, results) ◀── LocalLink ── local node
+//!                        │                                 ◀── HTTP ────── tocsin node
+//!                        ▼
+//!                     ingest ──▶ database
+//! ```
+//!
+//! On shutdown the API stops accepting, the local node finishes its runs in
+//! flight and uploads their results, the coordinator gives up the lease.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use tocsin_runtime::{Plugin, Runtime};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::auth::{self, Authenticator};
+use crate::catalog::Catalog;
+use crate::cluster::bulletin::Bulletin;
+use crate::cluster::coordinator::Coordinator;
+use crate::cluster::serving::{LocalLink, Serving};
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+use crate::model::now_ms;
+use crate::node::buffer::MemoryBuffer;
+use crate::node::runner::{self, NodeSetup};
+use crate::node::{AssignedCheck, Identity, PluginSource};
+use crate::store::{self, Db};
+
+pub async fn serve(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let db = match &config.database_url {
+        Some(url) => {
+            Db::connect(url.expose()).await.with_context(|| format!("opening the database {}", url.redacted_url()))?
+        }
+        None => Db::open_dir(&config.data_dir)
+            .await
+            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?,
+    };
+    let mut runtime_config = config.runtime.clone();
+    runtime_config.cache_dir.get_or_insert_with(|| config.data_dir.join("plugin-cache"));
+    let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
+    let catalog = Catalog::new(runtime).await.context("loading the built-in plugins")?;
+
+    if let Some(token) = auth::first_admin(&db).await.context("creating the first admin token")? {
+        println!("First start: created an admin token. It is shown only now; keep it safe:");
+        println!("  export TOCSIN_TOKEN={token}");
+    }
+
+    let controller = format!("{}@{addr}", config.node_name);
+    let metrics = Arc::new(Metrics::default());
+    let changes = Arc::new(Notify::new());
+    let bulletin = Bulletin::new();
+    let serving = Arc::new(Serving {
+        db: db.clone(),
+        config: config.cluster.clone(),
+        bulletin: bulletin.clone(),
+        metrics: metrics.clone(),
+    });
+    let background = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(bulletin.clone().run(db.clone(), background.clone()));
+    let coordinator = Coordinator {
+        db: db.clone(),
+        config: config.cluster.clone(),
+        me: controller.clone(),
+        metrics: metrics.clone(),
+        bulletin: bulletin.clone(),
+        changes: changes.clone(),
+    };
+    tasks.spawn(coordinator.run(background.clone()));
+    tasks.spawn(maintain(db.clone(), config.clone(), background.clone()));
+
+    let stop_node = CancellationToken::new();
+    let local_node = if config.local_node {
+        let identity = Identity {
+            id: local_node_id(&config.data_dir).context("reading the node id")?,
+            name: config.node_name.clone(),
+            location: config.location.clone(),
+        };
+        let runtime = catalog.runtime().clone();
+        let setup = NodeSetup {
+            identity: identity.clone(),
+            link: Arc::new(LocalLink(serving.clone())),
+            plugins: Arc::new(CatalogSource { catalog: catalog.clone(), db: db.clone() }),
+            buffer: Arc::new(MemoryBuffer::default()),
+            metrics: metrics.clone(),
+            catch_up_slots: config.cluster.catch_up_slots,
+            state_file: None,
+            running: Arc::new(move || runtime.stats().running as u64),
+        };
+        Some((identity, tokio::spawn(runner::run(setup, stop_node.clone()))))
+    } else {
+        None
+    };
+
+    let state = Arc::new(AppState {
+        db: db.clone(),
+        catalog,
+        auth: Authenticator::default(),
+        metrics,
+        changes,
+        min_interval: config.min_interval,
+        serving,
+        controller: controller.clone(),
+    });
+    let backend = match db.backend {
+        store::Backend::Sqlite => format!("SQLite in {}", config.data_dir.display()),
+        store::Backend::Postgres => "PostgreSQL".to_string(),
+    };
+    let node = match &local_node {
+        Some((identity, _)) => format!("node {} in {}", identity.name, identity.location),
+        None => "no local node".to_string(),
+    };
+    println!("Tocsin {} listening on http://{addr} ({backend}; {node})", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%addr, controller = %controller, "controller started");
+
+    let stop = stop_node.clone();
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing runs in flight and writing their results");
+            stop.cancel();
+        })
+        .await
+        .context("serving the API")?;
+
+    stop_node.cancel();
+    if let Some((_, node)) = local_node {
+        let _ = node.await;
+    }
+    background.cancel();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A node id that survives restarts: kept in the data directory.
+pub fn local_node_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let id = format!("node-{:016x}", rand::random::<u64>());
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}
+
+/// The in-process node takes its plugins from the controller's catalog.
+struct CatalogSource {
+    catalog: Catalog,
+    db: Db,
+}
+
+impl PluginSource for CatalogSource {
+    fn plugin<'a>(&'a self, check: &'a AssignedCheck) -> BoxFuture<'a, Result<Plugin, String>> {
+        Box::pin(async move { self.catalog.get(&self.db, &check.plugin).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Hourly roll-ups and pruning.
+async fn maintain(db: Db, config: ServeConfig, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut passes = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if let Err(e) = store::rollup::roll_up(&db, now_ms()).await {
+            tracing::warn!(error = %e, "rolling up runs failed");
+        }
+        if passes.is_multiple_of(10) {
+            let now = now_ms();
+            match store::rollup::prune(
+                &db,
+                now - config.keep_runs.as_millis() as i64,
+                now - config.keep_hours.as_millis() as i64,
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned old runs"),
+                Err(e) => tracing::warn!(error = %e, "pruning old runs failed"),
+            }
+        }
+        passes += 1;
+    }
+}

@@ -1,0 +1,116 @@
+//! Helpers for the end-to-end tests in `tests/tests/`: a `tocsin serve`
+//! process on an ephemeral port, the `tocsin` CLI pointed at it, and local
+//! targets that record every hit.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use tocsin_testkit::process::{Proc, binary};
+pub use tocsin_testkit::{Backend, PgCluster, TestDb};
+
+pub mod cluster;
+
+/// A running `tocsin serve`.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    /// The admin token printed on first start (empty after a restart).
+    pub token: String,
+}
+
+impl Server {
+    /// Starts `tocsin serve` on a free port with its data in `data_dir`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(binary("tocsin"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra).env("RUST_LOG", "info");
+        let mut proc = Proc::spawn("serve", cmd);
+        let line = proc.wait_for("listening on http://", Duration::from_secs(60));
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("an address")
+            .to_string();
+        let token = proc
+            .log()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("export TOCSIN_TOKEN=").map(str::to_string))
+            .unwrap_or_default();
+        Server { proc, url, token }
+    }
+}
+
+/// What a CLI invocation printed and returned.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs the `tocsin` CLI with `TOCSIN_SERVER` and `TOCSIN_TOKEN` set.
+pub fn cli(server: &str, token: &str, args: &[&str]) -> Outcome {
+    let out = Command::new(binary("tocsin"))
+        .args(args)
+        .env("TOCSIN_SERVER", server)
+        .env("TOCSIN_TOKEN", token)
+        .output()
+        .expect("running tocsin");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP target on 127.0.0.1 that answers `/` with 200 after `delay`,
+/// and counts its hits. It runs on a thread of its own until the process
+/// ends.
+pub struct Target {
+    pub url: String,
+    pub hits: Arc<Mutex<Vec<Instant>>>,
+}
+
+pub fn target(delay: Duration) -> Target {
+    let hits: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recorded = hits.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/",
+                axum::routing::get(move || {
+                    let recorded = recorded.clone();
+                    async move {
+                        recorded.lock().unwrap().push(Instant::now());
+                        tokio::time::sleep(delay).await;
+                        "hello from the target"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().expect("the target's address");
+    Target { url: format!("http://{addr}/"), hits }
+}
