@@ -67,6 +67,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     pub runtime: RuntimeConfig,
     pub cluster: ClusterConfig,
+    /// Incidents, escalation and notifications.
+    pub alerting: crate::alerting::Rules,
     /// Run a probe node in this process.
     pub local_node: bool,
 }
@@ -89,6 +91,7 @@ pub struct ServeFile {
     pub public_url: Option<String>,
     pub runtime: Option<RuntimeConfig>,
     pub cluster: Option<ClusterConfig>,
+    pub alerting: Option<crate::alerting::Rules>,
     pub local_node: Option<bool>,
 }
 
@@ -115,6 +118,7 @@ impl Default for ServeConfig {
             public_url: None,
             runtime: RuntimeConfig::default(),
             cluster: ClusterConfig::default(),
+            alerting: crate::alerting::Rules::default(),
             local_node: true,
         }
     }
@@ -136,6 +140,7 @@ impl ServeConfig {
             public_url: file.public_url.or(d.public_url),
             runtime: file.runtime.unwrap_or(d.runtime),
             cluster: file.cluster.unwrap_or(d.cluster),
+            alerting: file.alerting.unwrap_or(d.alerting),
             local_node: file.local_node.unwrap_or(d.local_node),
         }
     }

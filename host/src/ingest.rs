@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use crate::alerting::Rules;
+use crate::alerting::incidents::{self, CheckChange};
 use crate::cluster::ClusterConfig;
 use crate::cluster::confirm::{self, CheckState, Decision};
 use crate::model::{CheckStatus, Millis};
@@ -26,7 +28,7 @@ pub struct Written {
     pub refused: u64,
 }
 
-pub async fn write(db: &Db, config: &ClusterConfig, batch: &[NewRun]) -> store::Result<Written> {
+pub async fn write(db: &Db, config: &ClusterConfig, rules: &Rules, batch: &[NewRun]) -> store::Result<Written> {
     let mut tx = db.writer().begin().await?;
     let accepted = store::runs::insert(&mut tx, db.dialect(), batch).await?;
     let stored: Vec<&NewRun> = batch.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(run, _)| run).collect();
@@ -94,6 +96,8 @@ pub async fn write(db: &Db, config: &ClusterConfig, batch: &[NewRun]) -> store::
 
     let updates: Vec<Update> = updates.into_values().collect();
     store::checks::record(&mut tx, db.dialect(), &updates).await?;
+    let changes = check_changes(&states, &updates);
+    incidents::on_check_changes(&mut tx, db.dialect(), rules, &changes, crate::model::now_ms()).await?;
     tx.commit().await?;
     let accepted = stored.len() as u64;
     Ok(Written { accepted, refused: batch.len() as u64 - accepted })
@@ -137,7 +141,7 @@ async fn decided(
 }
 
 /// Decides the slots whose retests expired unanswered.
-pub async fn decide_expired(db: &Db) -> store::Result<()> {
+pub async fn decide_expired(db: &Db, rules: &Rules) -> store::Result<()> {
     let slots = confirm::expire(db).await?;
     if slots.is_empty() {
         return Ok(());
@@ -162,6 +166,25 @@ pub async fn decide_expired(db: &Db) -> store::Result<()> {
         }
     }
     store::checks::record(&mut tx, db.dialect(), &updates).await?;
+    let changes = check_changes(&states, &updates);
+    incidents::on_check_changes(&mut tx, db.dialect(), rules, &changes, crate::model::now_ms()).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// How the updates move each check, for incidents.
+fn check_changes(states: &HashMap<i64, CheckState>, updates: &[Update]) -> Vec<CheckChange> {
+    updates
+        .iter()
+        .filter_map(|u| {
+            let state = states.get(&u.check_id)?;
+            Some(CheckChange {
+                check_id: u.check_id,
+                name: state.name.clone(),
+                before: state.status(),
+                after: u.status,
+                message: u.message.clone(),
+            })
+        })
+        .collect()
 }

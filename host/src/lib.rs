@@ -6,6 +6,7 @@
 //! [`tocsin_runtime`]. Start with [`server::serve`] for the controller and
 //! [`cli`] for the command line; `ARCHITECTURE.md` has the map.
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod catalog;

@@ -46,6 +46,17 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    pub gateway: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub gateway: String,
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub runs: Family<RunLabels, Counter>,
@@ -65,6 +76,10 @@ pub struct Metrics {
     pub nodes: Family<StatusLabels, Gauge>,
     pub results_buffered: Gauge,
     pub results_dropped: Gauge,
+    pub notifications: Family<OutcomeLabels, Counter>,
+    pub notification_seconds: Family<GatewayLabels, Histogram, fn() -> Histogram>,
+    pub outbox_pending: Gauge,
+    pub incidents_open: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -92,6 +107,10 @@ impl Default for Metrics {
             nodes: Family::default(),
             results_buffered: Gauge::default(),
             results_dropped: Gauge::default(),
+            notifications: Family::default(),
+            notification_seconds: Family::new_with_constructor(latency),
+            outbox_pending: Gauge::default(),
+            incidents_open: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Runs finished, by plugin and status", m.runs.clone());
@@ -131,6 +150,18 @@ impl Default for Metrics {
             "Results a node dropped because its buffer was full",
             m.results_dropped.clone(),
         );
+        registry.register(
+            "notifications",
+            "Delivery attempts, by gateway and outcome (delivered, failed, failed_over, given_up)",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "notification_duration_seconds",
+            "Time one delivery attempt took, by gateway",
+            m.notification_seconds.clone(),
+        );
+        registry.register("outbox_pending", "Notifications waiting to be delivered", m.outbox_pending.clone());
+        registry.register("incidents_open", "Incidents triggered or acknowledged", m.incidents_open.clone());
         let build = Family::<VersionLabels, Gauge>::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("build_info", "The running version", build);

@@ -63,6 +63,10 @@ pub struct CheckSpec {
     /// is down (0: believe the first).
     #[serde(default = "default_confirm")]
     pub confirm: u32,
+    /// The escalation policy of its incidents; none: the policy named
+    /// `default`, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 fn default_confirm() -> u32 {

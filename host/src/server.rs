@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerting::{self, links::Signer, outbox::Deliverer};
 use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator};
 use crate::catalog::Catalog;
@@ -72,11 +73,17 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let changes = Arc::new(Notify::new());
     let bulletin = Bulletin::new();
+    let mut rules = config.alerting.clone();
+    rules.public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let signer = Signer::load(&db).await.context("reading the link signing key")?;
+    let alerts = Arc::new(Notify::new());
     let serving = Arc::new(Serving {
         db: db.clone(),
         config: config.cluster.clone(),
         bulletin: bulletin.clone(),
         metrics: metrics.clone(),
+        rules: rules.clone(),
+        alerts: alerts.clone(),
     });
     let background = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -88,8 +95,17 @@ pub async fn serve(
         metrics: metrics.clone(),
         bulletin: bulletin.clone(),
         changes: changes.clone(),
+        rules: rules.clone(),
     };
     tasks.spawn(coordinator.run(background.clone()));
+    let deliverer = Arc::new(Deliverer {
+        db: db.clone(),
+        catalog: catalog.clone(),
+        signer: signer.clone(),
+        rules: rules.clone(),
+        metrics: metrics.clone(),
+    });
+    tasks.spawn(alerting::run(db.clone(), deliverer, alerts.clone(), background.clone()));
     tasks.spawn(maintain(db.clone(), config.clone(), background.clone()));
 
     let stop_node = CancellationToken::new();
@@ -124,6 +140,7 @@ pub async fn serve(
         min_interval: config.min_interval,
         serving,
         controller: controller.clone(),
+        alerting: api::Alerting { signer, rules, wake: alerts },
     });
     let backend = match db.backend {
         store::Backend::Sqlite => format!("SQLite in {}", config.data_dir.display()),

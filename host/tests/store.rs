@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
+use tocsin::alerting::Rules;
 use tocsin::cluster::ClusterConfig;
 use tocsin::ingest;
 use tocsin::model::{CheckSpec, CheckStatus, now_ms};
@@ -29,6 +30,14 @@ const CLUSTER: ClusterConfig = ClusterConfig {
     lease_ttl: Duration::from_secs(10),
     load_factor: 1.25,
     catch_up_slots: 3,
+};
+
+const RULES: Rules = Rules {
+    recover_after: 2,
+    reopen_window: Duration::from_secs(1800),
+    link_ttl: Duration::from_secs(3600),
+    give_up_after: Duration::from_secs(3600),
+    public_url: String::new(),
 };
 
 /// Gives `check_id` to `node` from `from_slot` on.
@@ -81,11 +90,11 @@ async fn a_slot_takes_one_result(backend: Backend) {
     let id = check(&db, "web").await;
     hand_over(&db, id, "a", 0).await;
     let slot = 1_700_000_000_000;
-    assert_eq!(ingest::write(&db, &CLUSTER, &[run(id, slot, CheckStatus::Up, "a")]).await.unwrap().accepted, 1);
+    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, &[run(id, slot, CheckStatus::Up, "a")]).await.unwrap().accepted, 1);
     // The same slot again in a batch with a new one. No other location is
     // up to confirm the failure, so it counts at once.
     let batch = [run(id, slot, CheckStatus::Down, "a"), run(id, slot + 60_000, CheckStatus::Down, "a")];
-    let written = ingest::write(&db, &CLUSTER, &batch).await.unwrap();
+    let written = ingest::write(&db, &CLUSTER, &RULES, &batch).await.unwrap();
     assert_eq!((written.accepted, written.refused), (1, 1));
     let runs = store::runs::list(&db, id, 0, i64::MAX, None, 10).await.unwrap();
     assert_eq!(runs.len(), 2);
@@ -94,7 +103,7 @@ async fn a_slot_takes_one_result(backend: Backend) {
     assert_eq!(check.status, CheckStatus::Down);
     assert_eq!(check.status_since, slot + 60_000 + 5);
     // A late result of an older slot does not move the status back.
-    ingest::write(&db, &CLUSTER, &[run(id, slot - 60_000, CheckStatus::Up, "a")]).await.unwrap();
+    ingest::write(&db, &CLUSTER, &RULES, &[run(id, slot - 60_000, CheckStatus::Up, "a")]).await.unwrap();
     assert_eq!(store::checks::get(&db, "web").await.unwrap().status, CheckStatus::Down);
 }
 
@@ -115,7 +124,7 @@ async fn history_is_rolled_up_and_pruned(backend: Backend) {
         runs.push(run(id, this_hour - HOUR_MS + i * 60_000, status, "a"));
     }
     hand_over(&db, id, "a", 0).await;
-    ingest::write(&db, &CLUSTER, &runs).await.unwrap();
+    ingest::write(&db, &CLUSTER, &RULES, &runs).await.unwrap();
     store::rollup::roll_up(&db, now).await.unwrap();
     // Rolling up again changes nothing.
     store::rollup::roll_up(&db, now).await.unwrap();
@@ -159,11 +168,11 @@ async fn results_from_a_stale_owner_are_fenced_off(backend: Backend) {
     hand_over(&db, id, "a", t).await;
     let mut stale = run(id, t - 60_000, CheckStatus::Up, "a");
     assert_eq!(
-        ingest::write(&db, &CLUSTER, &[stale.clone()]).await.unwrap().accepted,
+        ingest::write(&db, &CLUSTER, &RULES, &[stale.clone()]).await.unwrap().accepted,
         0,
         "before the node's first slot"
     );
-    assert_eq!(ingest::write(&db, &CLUSTER, &[run(id, t, CheckStatus::Up, "a")]).await.unwrap().accepted, 1);
+    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, &[run(id, t, CheckStatus::Up, "a")]).await.unwrap().accepted, 1);
 
     // b takes over from t + 120s (epoch 2); a may still report slots before.
     hand_over(&db, id, "b", t + 120_000).await;
@@ -173,7 +182,7 @@ async fn results_from_a_stale_owner_are_fenced_off(backend: Backend) {
     after_a.epoch = 1;
     let mut b = run(id, t + 120_000, CheckStatus::Up, "b");
     b.epoch = 2;
-    let written = ingest::write(&db, &CLUSTER, &[late_a, after_a, b]).await.unwrap();
+    let written = ingest::write(&db, &CLUSTER, &RULES, &[late_a, after_a, b]).await.unwrap();
     assert_eq!(
         (written.accepted, written.refused),
         (2, 1),
@@ -187,7 +196,7 @@ async fn results_from_a_stale_owner_are_fenced_off(backend: Backend) {
     hand_over(&db, id, "c", t + 240_000).await;
     stale.slot = t + 180_000;
     stale.epoch = 1;
-    assert_eq!(ingest::write(&db, &CLUSTER, &[stale]).await.unwrap().accepted, 0);
+    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, &[stale]).await.unwrap().accepted, 0);
 }
 
 async fn the_scheduling_lease_is_exclusive_and_fenced(backend: Backend) {

@@ -7,15 +7,19 @@
 //! turns serde's complaints (unknown field, wrong type) into such errors.
 //! Every mutating handler writes its audit entry in its transaction.
 
+mod alerts;
 mod apply;
 mod audit;
 mod checks;
 mod drain;
 pub mod error;
+mod incidents;
 mod node;
 mod nodes;
+mod oncall;
 mod ops;
 mod plugins;
+mod respond;
 mod runs;
 mod tokens;
 
@@ -56,6 +60,15 @@ pub struct AppState {
     pub serving: Arc<crate::cluster::serving::Serving>,
     /// This controller's name (in the scheduling lease).
     pub controller: String,
+    pub alerting: Alerting,
+}
+
+/// What the alerting endpoints need beyond the database.
+pub struct Alerting {
+    pub signer: crate::alerting::links::Signer,
+    pub rules: crate::alerting::Rules,
+    /// Wakes the escalation and outbox worker after a change.
+    pub wake: Arc<Notify>,
 }
 
 pub type Shared = State<Arc<AppState>>;
@@ -72,6 +85,8 @@ pub type Shared = State<Arc<AppState>>;
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "Who changed what (admin)"),
         (name = "nodes", description = "Probe nodes"),
+        (name = "incidents", description = "Incidents, their timelines and answers; inbound alerts"),
+        (name = "alerting", description = "Contacts, escalation policies, gateways, routes, maintenance windows"),
         (name = "operations", description = "Health, readiness and metrics")
     )
 )]
@@ -98,6 +113,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(nodes::routes())
         .merge(node::routes())
         .merge(ops::routes())
+        .merge(oncall::routes())
+        .merge(incidents::routes())
+        .merge(alerts::routes())
+        .merge(respond::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let doc = Arc::new(doc);

@@ -57,5 +57,15 @@ async fn metrics(State(state): Shared) -> impl IntoResponse {
             state.metrics.checks.get_or_create(&StatusLabels { status: status.to_string() }).set(n);
         }
     }
+    let counts: Result<(i64, i64), _> = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')), \
+                (SELECT COUNT(*) FROM incidents WHERE state <> 'resolved')",
+    )
+    .fetch_one(state.db.reader())
+    .await;
+    if let Ok((pending, open)) = counts {
+        state.metrics.outbox_pending.set(pending);
+        state.metrics.incidents_open.set(open);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
 }

@@ -68,6 +68,9 @@ pub struct AddArgs {
     /// How many other locations must also see a failure before the check is down (0: none).
     #[arg(long, default_value_t = 1)]
     confirm: u32,
+    /// The escalation policy of its incidents (default: the policy named `default`).
+    #[arg(long)]
+    policy: Option<String>,
 }
 
 #[derive(Args)]
@@ -132,6 +135,7 @@ pub async fn check(client: &Client, out: Output, cmd: CheckCommand) -> Result<()
                 allow: args.allow.clone(),
                 paused: args.paused,
                 confirm: args.confirm,
+                policy: args.policy.clone(),
             };
             let check: Check = client.send(Method::POST, "/api/v1/checks", &spec).await?;
             match out {

@@ -41,6 +41,7 @@ pub struct Coordinator {
     pub bulletin: Arc<Bulletin>,
     /// Woken when checks change through this controller's API.
     pub changes: Arc<Notify>,
+    pub rules: crate::alerting::Rules,
 }
 
 /// What the lease holder keeps between ticks.
@@ -139,7 +140,7 @@ impl Coordinator {
     }
 
     async fn tick(&self, leader: &mut Leader, changed: bool) -> store::Result<()> {
-        ingest::decide_expired(&self.db).await?;
+        ingest::decide_expired(&self.db, &self.rules).await?;
         let version: (i64, Option<i64>) =
             sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM checks").fetch_one(self.db.reader()).await?;
         let checks_changed = changed || leader.checks_version != Some(version);

@@ -23,6 +23,9 @@ pub struct Serving {
     pub config: ClusterConfig,
     pub bulletin: Arc<Bulletin>,
     pub metrics: Arc<Metrics>,
+    pub rules: crate::alerting::Rules,
+    /// Woken when results may have opened incidents.
+    pub alerts: Arc<tokio::sync::Notify>,
 }
 
 fn unavailable(e: StoreError) -> LinkError {
@@ -143,12 +146,15 @@ impl Serving {
         let mut reply = UploadReply::default();
         for batch in upload.runs.chunks(ingest::BATCH) {
             let started = std::time::Instant::now();
-            let written = ingest::write(&self.db, &self.config, batch).await.map_err(unavailable)?;
+            let written = ingest::write(&self.db, &self.config, &self.rules, batch).await.map_err(unavailable)?;
             self.metrics.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
             self.metrics.runs_stored.inc_by(written.accepted);
             self.metrics.runs_refused.inc_by(written.refused);
             reply.accepted += written.accepted;
             reply.refused += written.refused;
+        }
+        if reply.accepted > 0 {
+            self.alerts.notify_one();
         }
         if reply.refused > 0 {
             tracing::info!(node = %upload.node_id, refused = reply.refused, "results refused: duplicates, or from a stale owner");

@@ -9,8 +9,8 @@ use super::{Col, Db, Dialect, Result, StoreError, is_unique_violation, join_list
 use crate::model::{Check, CheckSpec, CheckStatus, Millis, now_ms};
 
 const COLUMNS: &str = "id, name, description, plugin, plugin_version, target, config, interval_ms, timeout_ms, \
-                       locations, tags, allow, paused, confirm, status, status_since, last_run_at, last_message, \
-                       created_at, updated_at";
+                       locations, tags, allow, paused, confirm, policy, status, status_since, last_run_at, \
+                       last_message, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -28,6 +28,7 @@ struct Row {
     allow: String,
     paused: i64,
     confirm: i64,
+    policy: Option<String>,
     status: String,
     status_since: i64,
     last_run_at: Option<i64>,
@@ -60,6 +61,7 @@ impl Row {
                 allow: split_list(&self.allow),
                 paused: self.paused != 0,
                 confirm: self.confirm as u32,
+                policy: self.policy,
             },
             status,
             status_since: self.status_since,
@@ -147,7 +149,7 @@ pub async fn count(db: &Db) -> Result<i64> {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// Binds a spec's thirteen columns as `$1` to `$13`, in the order of
+/// Binds a spec's fourteen columns as `$1` to `$14`, in the order of
 /// `create` and `update`.
 fn bind_spec<'q>(query: AnyQuery<'q>, spec: &'q CheckSpec) -> AnyQuery<'q> {
     let (plugin, version) = split_plugin(&spec.plugin);
@@ -165,6 +167,7 @@ fn bind_spec<'q>(query: AnyQuery<'q>, spec: &'q CheckSpec) -> AnyQuery<'q> {
         .bind(join_list(&spec.allow))
         .bind(spec.paused as i64)
         .bind(spec.confirm as i64)
+        .bind(&spec.policy)
 }
 
 /// Creates a check whose spec the caller has validated.
@@ -173,8 +176,8 @@ pub async fn create(conn: &mut AnyConnection, spec: &CheckSpec, actor: &str) -> 
     let inserted = bind_spec(
         sqlx::query(
             "INSERT INTO checks (name, description, plugin, plugin_version, target, config, interval_ms, timeout_ms, \
-         locations, tags, allow, paused, confirm, status, status_since, last_message, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14, '', $14, $14)",
+         locations, tags, allow, paused, confirm, policy, status, status_since, last_message, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending', $15, '', $15, $15)",
         ),
         spec,
     )
@@ -210,7 +213,7 @@ pub async fn update(conn: &mut AnyConnection, name: &str, spec: &CheckSpec, acto
         sqlx::query(
         "UPDATE checks SET name = $1, description = $2, plugin = $3, plugin_version = $4, target = $5, config = $6, \
          interval_ms = $7, timeout_ms = $8, locations = $9, tags = $10, allow = $11, paused = $12, confirm = $13, \
-         updated_at = $14 WHERE id = $15",
+         policy = $14, updated_at = $15 WHERE id = $16",
         ),
         spec,
     )

@@ -1,0 +1,129 @@
+//! Alerting: incidents, escalation until someone accepts, and
+//! notifications that always get out.
+//!
+//! ```text
+//!  ingest (check went down, confirmed) ─┐
+//!  POST /api/v1/alerts, Alertmanager ───┼─▶ incidents ─▶ escalation ─▶ outbox rows
+//!  API / CLI (ack, resolve) ────────────┘        (one transaction)        │
+//!                                                                         ▼
+//!  links, key presses, API ─▶ respond ─▶ escalation       worker ─▶ gateways (notifier plugins)
+//! ```
+//!
+//! - [`incidents`]: open, update, reopen, acknowledge, resolve; the timeline.
+//! - [`escalation`]: the durable state machine of a policy's steps.
+//! - [`outbox`]: notifications, claimed with a lease and delivered through
+//!   a route's gateways with failover and retries.
+//! - [`links`]: signed, expiring, single-use accept/reject links.
+//! - [`suppress`]: maintenance windows and silences.
+//! - [`directory`]: contacts, policies, gateways, routes: validation.
+//!
+//! Architecture Invariant: a notification exists only as an outbox row
+//! written in the same transaction as the incident change that causes it;
+//! nothing is sent from memory. A crash loses nothing; a notification in
+//! flight during a crash is sent again with the same idempotency key.
+
+pub mod directory;
+pub mod escalation;
+pub mod incidents;
+pub mod links;
+pub mod model;
+pub mod outbox;
+pub mod respond;
+pub mod suppress;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::now_ms;
+use crate::store::Db;
+
+/// How incidents and notifications behave.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    /// Good runs in a row that resolve a check's incident.
+    pub recover_after: u32,
+    /// A failure this soon after its incident was resolved reopens it.
+    #[serde(with = "crate::model::wire::duration")]
+    pub reopen_window: Duration,
+    /// How long accept/reject links work.
+    #[serde(with = "crate::model::wire::duration")]
+    pub link_ttl: Duration,
+    /// A notification no gateway could deliver is retried this long.
+    #[serde(with = "crate::model::wire::duration")]
+    pub give_up_after: Duration,
+    /// Where links and callbacks point (set by `serve` from `public_url`).
+    #[serde(skip)]
+    pub public_url: String,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            recover_after: 2,
+            reopen_window: Duration::from_secs(30 * 60),
+            link_ttl: Duration::from_secs(24 * 3600),
+            give_up_after: Duration::from_secs(3600),
+            public_url: String::new(),
+        }
+    }
+}
+
+/// How many notifications one controller delivers at once.
+const CONCURRENT_DELIVERIES: usize = 32;
+const POLL: Duration = Duration::from_millis(200);
+
+/// Advances escalations whose step is over, releases suppressed ones, and
+/// delivers the outbox, until `cancel`.
+pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, cancel: CancellationToken) {
+    let mut deliveries = tokio::task::JoinSet::new();
+    loop {
+        if let Err(e) = escalate(&db).await {
+            tracing::warn!(error = %e, "advancing escalations failed");
+        }
+        while deliveries.try_join_next().is_some() {}
+        let room = CONCURRENT_DELIVERIES.saturating_sub(deliveries.len()) as i64;
+        if room > 0 {
+            match outbox::claim(&db, now_ms(), room).await {
+                Ok(rows) => {
+                    for row in rows {
+                        let d = deliverer.clone();
+                        deliveries.spawn(async move { d.deliver(row).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = wake.notified() => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+    // Deliveries in flight finish (bounded by their gateway timeouts);
+    // what is cut short is sent again after its lease lapses.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(30), async { while deliveries.join_next().await.is_some() {} }).await;
+}
+
+async fn escalate(db: &Db) -> crate::store::Result<()> {
+    let now = now_ms();
+    let (due, held) = escalation::due(db, now).await?;
+    for row in due {
+        let mut tx = db.writer().begin().await?;
+        escalation::advance(&mut tx, &row, escalation::Ended::TimedOut, now).await?;
+        tx.commit().await?;
+    }
+    for (incident, source) in held {
+        let mut tx = db.writer().begin().await?;
+        if suppress::why_suppressed(&mut tx, &source, now).await?.is_none() {
+            escalation::release(&mut tx, incident, now).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}

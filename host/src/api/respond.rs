@@ -1,0 +1,163 @@
+//! Answers without a token: the signed links in SMS, chat and email
+//! (`/respond/{link}`), and Twilio's key-press callback
+//! (`/api/v1/callbacks/twilio/{link}`).
+//!
+//! Opening a link shows a page with one button; only pressing it (a POST)
+//! answers. Chat apps and mail scanners open links to preview them, and a
+//! preview must not accept an incident on someone's behalf.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use minijinja::{Environment, context};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, Shared};
+use crate::alerting::links::{Action, LinkError};
+use crate::alerting::respond::{self, Answer, RespondError};
+use crate::model::now_ms;
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(twilio_callback))
+        .route("/respond/{link}", axum::routing::get(show_link).post(use_link))
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Tocsin: {{ heading }}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}
+button{font-size:1.2rem;padding:.6rem 1.4rem}</style></head>
+<body><h1>{{ heading }}</h1><p>{{ text }}</p>
+{% if action %}<form method="post"><button type="submit">{{ action }}</button></form>{% endif %}
+</body></html>"#;
+
+fn page(status: StatusCode, heading: &str, text: &str, action: Option<&str>) -> Response {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    let html = env
+        .template_from_str(PAGE)
+        .and_then(|t| t.render(context! { heading, text, action }))
+        .unwrap_or_else(|e| format!("template error: {e}"));
+    (status, Html(html)).into_response()
+}
+
+fn link_problem(e: &LinkError) -> Response {
+    let status = match e {
+        LinkError::Expired => StatusCode::GONE,
+        _ => StatusCode::FORBIDDEN,
+    };
+    page(status, "This link does not work", &e.to_string(), None)
+}
+
+fn answer_of(action: Action) -> Option<Answer> {
+    match action {
+        Action::Accept => Some(Answer::Accept),
+        Action::Reject => Some(Answer::Reject),
+        Action::Call => None,
+    }
+}
+
+async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
+    let claim = match state.alerting.signer.verify(&link, now_ms()) {
+        Ok(claim) => claim,
+        Err(e) => return link_problem(&e),
+    };
+    let Some(answer) = answer_of(claim.action) else {
+        return page(StatusCode::FORBIDDEN, "This link does not work", "it is for a phone call", None);
+    };
+    let incident: Option<(String, String)> = sqlx::query_as(
+        "SELECT i.title, i.state FROM outbox o JOIN incidents i ON i.id = o.incident_id WHERE o.id = $1",
+    )
+    .bind(claim.notification)
+    .fetch_optional(state.db.reader())
+    .await
+    .unwrap_or(None);
+    let Some((title, status)) = incident else {
+        return page(StatusCode::NOT_FOUND, "Not found", "The notification no longer exists.", None);
+    };
+    let (verb, button) = match answer {
+        Answer::Accept => ("Accept", "Accept the incident"),
+        Answer::Reject => ("Reject", "Reject: notify the next on call"),
+    };
+    page(StatusCode::OK, &format!("{verb}: {title}"), &format!("The incident is {status}."), Some(button))
+}
+
+async fn use_link(State(state): Shared, Path(link): Path<String>) -> Response {
+    let claim = match state.alerting.signer.verify(&link, now_ms()) {
+        Ok(claim) => claim,
+        Err(e) => return link_problem(&e),
+    };
+    let Some(answer) = answer_of(claim.action) else {
+        return page(StatusCode::FORBIDDEN, "This link does not work", "it is for a phone call", None);
+    };
+    match respond::respond(&state.db, claim.notification, answer, "link").await {
+        Ok(said) => {
+            state.alerting.wake.notify_one();
+            page(StatusCode::OK, "Thank you", &said, None)
+        }
+        Err(e) => answer_problem(e),
+    }
+}
+
+fn answer_problem(e: RespondError) -> Response {
+    match e {
+        RespondError::NotFound(_) => page(StatusCode::NOT_FOUND, "Not found", &e.to_string(), None),
+        RespondError::Used(_) | RespondError::Closed(_) => page(StatusCode::CONFLICT, "Too late", &e.to_string(), None),
+        RespondError::Store(s) => {
+            tracing::error!(error = %s, "recording an answer failed");
+            page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "Tocsin could not record your answer.", None)
+        }
+    }
+}
+
+fn twiml(status: StatusCode, say: &str) -> Response {
+    let say = say.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    (status, [(header::CONTENT_TYPE, "text/xml")], format!("<Response><Say>{say}</Say></Response>")).into_response()
+}
+
+/// Twilio posts the key pressed on a call (`Digits`): 1 accepts, 2 rejects.
+/// The answer is spoken back to the caller.
+#[utoipa::path(post, path = "/api/v1/callbacks/twilio/{link}", tag = "incidents", security(()),
+    params(("link" = String, Path, description = "The signed link from the call's script")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's Gather callback: Digits, CallSid, ..."),
+    responses((status = 200, description = "TwiML to speak", content_type = "text/xml"),
+              (status = 403, description = "Forged link", content_type = "text/xml"),
+              (status = 410, description = "Expired link", content_type = "text/xml")))]
+async fn twilio_callback(
+    State(state): Shared,
+    Path(link): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let claim = match state.alerting.signer.verify(&link, now_ms()) {
+        Ok(claim) if claim.action == Action::Call => claim,
+        Ok(_) => return twiml(StatusCode::FORBIDDEN, "This link is not for calls."),
+        Err(LinkError::Expired) => return twiml(StatusCode::GONE, "This alert expired."),
+        Err(_) => return twiml(StatusCode::FORBIDDEN, "This link is not valid."),
+    };
+    let answer = match form.get("Digits").map(String::as_str) {
+        Some("1") => Answer::Accept,
+        Some("2") => Answer::Reject,
+        other => {
+            tracing::info!(digits = ?other, notification = claim.notification, "a key press that means nothing");
+            return twiml(StatusCode::OK, "Press 1 to accept or 2 to reject. Goodbye.");
+        }
+    };
+    let call = form.get("CallSid").map(String::as_str).unwrap_or("unknown call");
+    match respond::respond(&state.db, claim.notification, answer, &format!("key press ({call})")).await {
+        Ok(said) => {
+            state.alerting.wake.notify_one();
+            twiml(StatusCode::OK, &said)
+        }
+        Err(RespondError::Store(e)) => {
+            tracing::error!(error = %e, "recording a key press failed");
+            twiml(StatusCode::SERVICE_UNAVAILABLE, "Tocsin could not record your answer. Please try again.")
+        }
+        Err(e) => twiml(StatusCode::OK, &e.to_string()),
+    }
+}

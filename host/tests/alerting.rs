@@ -1,0 +1,345 @@
+//! Alerting through a whole controller, on both backends: a failing check
+//! escalates through a policy until someone accepts by key press; SMS fails
+//! over between gateways by source; bad input is refused and changes
+//! nothing. The gateways are local fakes of Twilio's REST API.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::*;
+
+both!(an_escalation_runs_until_someone_accepts_by_key_press, sms_fails_over_by_source, bad_input_changes_nothing);
+
+/// What a fake Twilio received: the resource (`Calls`, `Messages`) and the form.
+#[derive(Clone, Debug)]
+struct Received {
+    resource: String,
+    form: HashMap<String, String>,
+}
+
+#[derive(Clone)]
+struct FakeTwilio {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl FakeTwilio {
+    /// Answers every request with `status` (201: created, as Twilio does).
+    async fn start(status: u16) -> FakeTwilio {
+        let received = Arc::new(Mutex::new(Vec::<Received>::new()));
+        let log = received.clone();
+        let app = axum::Router::new().route(
+            "/2010-04-01/Accounts/{sid}/{resource}",
+            axum::routing::post(
+                move |axum::extract::Path((_sid, resource)): axum::extract::Path<(String, String)>,
+                      axum::Form(form): axum::Form<HashMap<String, String>>| {
+                    let log = log.clone();
+                    async move {
+                        let n = {
+                            let mut log = log.lock().unwrap();
+                            log.push(Received { resource: resource.trim_end_matches(".json").to_string(), form });
+                            log.len()
+                        };
+                        let code = StatusCode::from_u16(status).unwrap();
+                        let body = if code.is_success() {
+                            json!({"sid": format!("SM{n:032}"), "status": "queued"})
+                        } else {
+                            json!({"code": 20500, "message": "Internal Server Error", "status": status})
+                        };
+                        (code, axum::Json(body))
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeTwilio { url, received }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn gateway(&self, name: &str) -> Value {
+        json!({"name": name, "plugin": "twilio", "timeout": "5s",
+               "config": {"account_sid": "AC123", "auth_token": "secret-token", "from": "+15550000", "api_base": self.url}})
+    }
+}
+
+async fn create(app: &TestApp, path: &str, body: Value) {
+    let (status, answer) = app.call(Method::POST, path, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {answer}");
+}
+
+/// The Gather action (callback URL) in a call's TwiML.
+fn callback_of(call: &Received) -> String {
+    let twiml = &call.form["Twiml"];
+    let start = twiml.find("action=\"").expect("a Gather action") + 8;
+    let end = start + twiml[start..].find('"').unwrap();
+    twiml[start..end].replace("&amp;", "&")
+}
+
+/// Presses a key on a call, as Twilio reports it.
+async fn press(app: &TestApp, call: &Received, digits: &str) -> String {
+    let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let form = format!("Digits={digits}&CallSid=CA0001&From={}", encode(&call.form["To"]));
+    let response = app
+        .http
+        .post(callback_of(call))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
+async fn open_incident(app: &TestApp) -> Value {
+    app.wait_until(Duration::from_secs(30), async || {
+        app.get("/api/v1/incidents?state=open").await.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    app.get("/api/v1/incidents?state=open").await[0].clone()
+}
+
+async fn an_escalation_runs_until_someone_accepts_by_key_press(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let twilio = FakeTwilio::start(201).await;
+    create(
+        &app,
+        "/api/v1/contacts",
+        json!({"name": "ada", "channels": [{"channel": "voice", "address": "+15550001"}]}),
+    )
+    .await;
+    create(&app, "/api/v1/contacts", json!({"name": "bob", "channels": [{"channel": "sms", "address": "+15550002"}]}))
+        .await;
+    create(&app, "/api/v1/gateways", twilio.gateway("twilio")).await;
+    create(&app, "/api/v1/routes", json!({"name": "voice", "channel": "voice", "gateways": ["twilio"]})).await;
+    create(&app, "/api/v1/routes", json!({"name": "sms", "channel": "sms", "gateways": ["twilio"]})).await;
+    create(
+        &app,
+        "/api/v1/policies",
+        json!({"name": "default", "repeat": 1, "steps": [
+            {"notify": ["ada:voice"], "timeout": "60s"},
+            {"notify": ["bob"], "timeout": "2s"}]}),
+    )
+    .await;
+    let site = target_site().await;
+    create(
+        &app,
+        "/api/v1/checks",
+        json!({"name": "api", "plugin": "http", "target": format!("{site}/down"), "interval": "2s", "allow": ["127.0.0.1"]}),
+    )
+    .await;
+
+    let incident = open_incident(&app).await;
+    let id = incident["id"].as_i64().unwrap();
+    assert_eq!(incident["title"], "api is down");
+    assert_eq!(incident["source"], "check:api");
+
+    // Ada is called and presses 2: reject.
+    app.wait_until(Duration::from_secs(20), async || twilio.received().len() == 1).await;
+    let call = &twilio.received()[0];
+    assert_eq!((call.resource.as_str(), call.form["To"].as_str()), ("Calls", "+15550001"));
+    assert!(call.form["Twiml"].contains("api is down"), "{:?}", call.form);
+    let said = press(&app, call, "2").await;
+    assert!(said.contains("You rejected incident"), "{said}");
+    // The same call's key press again: a notification takes one answer.
+    assert!(press(&app, call, "1").await.contains("already answered"));
+
+    // Bob gets an SMS with links, does not answer; after 2 s the policy
+    // loops and Ada is called again; she presses 1.
+    app.wait_until(Duration::from_secs(20), async || twilio.received().len() == 3).await;
+    let received = twilio.received();
+    assert_eq!((received[1].resource.as_str(), received[1].form["To"].as_str()), ("Messages", "+15550002"));
+    assert!(received[1].form["Body"].contains("/respond/"), "{:?}", received[1].form);
+    assert_eq!((received[2].resource.as_str(), received[2].form["To"].as_str()), ("Calls", "+15550001"));
+    let said = press(&app, &received[2], "1").await;
+    assert!(said.contains("You accepted incident"), "{said}");
+
+    let detail = app.get(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(detail["state"], "acknowledged");
+    assert_eq!(detail["owner"], "ada");
+    assert_eq!(detail["escalation"], "accepted");
+    let kinds: Vec<(String, String)> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] != "delivered" && e["kind"] != "notified")
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("opened", ""),
+        ("escalated", ""),
+        ("rejected", "ada"),
+        ("step_ended", ""),
+        ("escalated", ""),
+        ("step_ended", ""),
+        ("looped", ""),
+        ("escalated", ""),
+        ("accepted", "ada"),
+    ]
+    .iter()
+    .map(|(k, a)| (k.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(kinds, expected, "{:#}", detail["timeline"]);
+    let ended: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "step_ended")
+        .map(|e| e["detail"]["why"].as_str().unwrap())
+        .collect();
+    assert_eq!(ended, ["all_rejected", "timed_out"]);
+    let delivered = detail["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == "delivered").count();
+    assert_eq!(delivered, 3, "three notifications, each delivered once");
+    assert!(!detail["runs"].as_array().unwrap().is_empty(), "the failing runs are in the timeline");
+
+    // Accepted: the escalation is over and nobody else is notified, though
+    // the check still fails.
+    let runs_before = app.get("/api/v1/checks/api/runs").await["runs"].as_array().map_or(0, |r| r.len());
+    app.wait_until(Duration::from_secs(20), async || {
+        app.get("/api/v1/checks/api/runs").await["runs"].as_array().map_or(0, |r| r.len()) >= runs_before + 2
+    })
+    .await;
+    assert_eq!(twilio.received().len(), 3);
+    app.stop().await;
+}
+
+async fn sms_fails_over_by_source(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let broken = FakeTwilio::start(500).await;
+    let working = FakeTwilio::start(201).await;
+    create(&app, "/api/v1/contacts", json!({"name": "bob", "channels": [{"channel": "sms", "address": "+15550002"}]}))
+        .await;
+    create(&app, "/api/v1/gateways", broken.gateway("sms-a")).await;
+    create(&app, "/api/v1/gateways", working.gateway("sms-b")).await;
+    create(&app, "/api/v1/routes", json!({"name": "sms", "channel": "sms", "gateways": ["sms-a", "sms-b"]})).await;
+    create(
+        &app,
+        "/api/v1/routes",
+        json!({"name": "sms-billing", "channel": "sms", "sources": ["billing"], "gateways": ["sms-b", "sms-a"]}),
+    )
+    .await;
+    create(&app, "/api/v1/policies", json!({"name": "default", "steps": [{"notify": ["bob"], "timeout": "5m"}]})).await;
+
+    // From `shop`: the primary (sms-a) fails, the backup delivers.
+    let alert = json!({"source": "shop", "key": "checkout", "summary": "checkout errors above 5%"});
+    let (status, outcome) = app.call(Method::POST, "/api/v1/alerts", Some(alert)).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["result"], "opened");
+    app.wait_until(Duration::from_secs(20), async || working.received().len() == 1).await;
+    assert_eq!(broken.received().len(), 1, "the primary was tried first");
+    assert_eq!(working.received()[0].form["Body"].lines().next().unwrap(), "[Tocsin] checkout errors above 5%: ");
+
+    // From `billing`: sms-b is primary; sms-a is not tried.
+    let alert = json!({"source": "billing", "key": "invoices", "summary": "invoice run failed"});
+    assert_eq!(app.call(Method::POST, "/api/v1/alerts", Some(alert)).await.0, StatusCode::OK);
+    app.wait_until(Duration::from_secs(20), async || working.received().len() == 2).await;
+    assert_eq!(broken.received().len(), 1);
+
+    let totals = app.get("/api/v1/gateways/totals").await;
+    let of = |name: &str| totals.as_array().unwrap().iter().find(|t| t["gateway"] == name).unwrap().clone();
+    assert_eq!((of("sms-a")["sent"].as_i64(), of("sms-a")["failed_over"].as_i64()), (Some(0), Some(1)));
+    assert_eq!((of("sms-b")["sent"].as_i64(), of("sms-b")["failed_over"].as_i64()), (Some(2), Some(0)));
+    let metrics = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"tocsin_notifications_total{gateway="sms-a",outcome="failed_over"} 1"#), "{metrics}");
+
+    // A second alert with the same key updates the incident; resolving closes it.
+    let again = json!({"source": "shop", "key": "checkout", "summary": "checkout errors above 5%"});
+    assert_eq!(app.call(Method::POST, "/api/v1/alerts", Some(again)).await.1["result"], "updated");
+    let resolved = json!({"source": "shop", "key": "checkout", "status": "resolved"});
+    assert_eq!(app.call(Method::POST, "/api/v1/alerts", Some(resolved)).await.1["result"], "resolved");
+    // Secrets are not shown back.
+    assert_eq!(app.get("/api/v1/gateways/sms-a").await["config"]["auth_token"], "***");
+    app.stop().await;
+}
+
+async fn bad_input_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create(
+        &app,
+        "/api/v1/contacts",
+        json!({"name": "ada", "channels": [{"channel": "voice", "address": "+15550001"}]}),
+    )
+    .await;
+    let refused = [
+        (
+            "/api/v1/policies",
+            json!({"name": "p", "steps": [{"notify": ["nobody"], "timeout": "1m"}]}),
+            "unknown contact \"nobody\"",
+        ),
+        ("/api/v1/policies", json!({"name": "p", "steps": []}), "at least one step"),
+        (
+            "/api/v1/policies",
+            json!({"name": "p", "repeat": 10, "steps": [{"notify": ["ada"], "timeout": "1m"}]}),
+            "repeat 0 to 9",
+        ),
+        (
+            "/api/v1/policies",
+            json!({"name": "p", "steps": [{"notify": ["ada:sms"], "timeout": "1m"}]}),
+            "has no sms channel",
+        ),
+        ("/api/v1/contacts", json!({"name": "bob", "channels": [{"channel": "sms", "address": "0800-BOB"}]}), "E.164"),
+        ("/api/v1/routes", json!({"name": "r", "channel": "sms", "gateways": ["ghost"]}), "unknown gateway"),
+        ("/api/v1/gateways", json!({"name": "g", "plugin": "http", "config": {}}), "not a notifier"),
+        ("/api/v1/gateways", json!({"name": "g", "plugin": "twilio", "config": {"account_sid": "nope"}}), "config"),
+    ];
+    for (path, body, needle) in refused {
+        let (status, answer) = app.call(Method::POST, path, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path} {body}: {message}");
+    }
+    assert_eq!(app.get("/api/v1/policies").await, json!([]));
+    assert_eq!(app.get("/api/v1/routes").await, json!([]));
+    assert_eq!(app.get("/api/v1/gateways").await, json!([]));
+    assert_eq!(app.get("/api/v1/contacts").await.as_array().unwrap().len(), 1);
+
+    // Links: forged, expired, garbage.
+    for (link, status) in [("eyJuIjoxLCJhIjoiYWNjZXB0IiwieCI6OTk5OTk5OTk5OTk5OX0.AAAA", 403), ("garbage", 403)] {
+        let response = app.http.post(format!("{}/respond/{link}", app.url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{link}");
+    }
+    let signer = tocsin::alerting::links::Signer::load(&app.db).await.unwrap();
+    let expired = signer.sign(&tocsin::alerting::links::Claim {
+        notification: 1,
+        action: tocsin::alerting::links::Action::Accept,
+        expires_at: 1,
+    });
+    let response = app.http.post(format!("{}/respond/{expired}", app.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::GONE);
+
+    // Alertmanager payloads that are not.
+    for body in [
+        json!({"version": "4", "status": "firing"}),
+        json!({"version": "3", "status": "firing", "alerts": []}),
+        json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {}}]}),
+    ] {
+        let (status, answer) = app.call(Method::POST, "/api/v1/alerts/alertmanager", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+    }
+    let (status, answer) =
+        app.call(Method::POST, "/api/v1/alerts", Some(json!({"source": "x", "key": "y", "status": "burning"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(app.get("/api/v1/incidents").await, json!([]));
+    // Contacts are the admin's: an editor cannot change them.
+    let (_, editor) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "ed", "role": "editor"}))).await;
+    let (status, _) = app
+        .raw(
+            Method::POST,
+            "/api/v1/contacts",
+            editor["token"].as_str(),
+            Some(json!({"name": "eve", "channels": [{"channel": "sms", "address": "+15550003"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
