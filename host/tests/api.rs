@@ -423,7 +423,22 @@ async fn plugins_upload_show_and_delete(backend: Backend) {
 
     let all = app.get("/api/v1/plugins").await;
     let names: Vec<&str> = all.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["dns", "http", "tcp", "tls-expiry", "twilio", "webhook", "json-threshold"]);
+    assert_eq!(
+        names,
+        [
+            "dns",
+            "email",
+            "http",
+            "pagerduty",
+            "slack",
+            "tcp",
+            "tls-expiry",
+            "twilio",
+            "vonage",
+            "webhook",
+            "json-threshold"
+        ]
+    );
     let shown = app.get("/api/v1/plugins/json-threshold/0.1.0").await;
     assert_eq!(shown["config_schema"]["required"], json!(["pointer", "warn_above", "down_above"]));
     assert_eq!(shown["builtin"], false);

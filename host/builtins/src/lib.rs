@@ -16,4 +16,4 @@ pub struct Artifact {
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
 /// The plugins every Tocsin installation has.
-pub const BUILTIN: &[Artifact] = &[HTTP, TCP, DNS, TLS_EXPIRY, WEBHOOK, TWILIO];
+pub const BUILTIN: &[Artifact] = &[HTTP, TCP, DNS, TLS_EXPIRY, WEBHOOK, TWILIO, EMAIL, PAGERDUTY, SLACK, VONAGE];

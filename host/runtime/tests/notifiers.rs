@@ -1,5 +1,6 @@
 //! The built-in notifiers against local gateways that speak the real
-//! formats: a webhook sink, and a fake of Twilio's REST API.
+//! formats: a webhook sink, and a fake of Twilio's REST API. The other
+//! providers (email, PagerDuty, Slack, Vonage) are in `gateways.rs`.
 
 mod support;
 
@@ -9,42 +10,7 @@ use serde_json::json;
 use support::servers::*;
 use support::*;
 use tocsin_builtins::{TWILIO, WEBHOOK};
-use tocsin_runtime::{Contact, Delivery, DeliveryCall, Event, Links, Notification, Plugin, Report};
-
-fn notification(channel: &str, address: &str) -> Notification {
-    Notification {
-        id: "ntf-42".into(),
-        incident: "inc-7".into(),
-        event: Event::Triggered,
-        severity: "critical".into(),
-        title: "api.example.com is down".into(),
-        message: "status 503 from 2 of 2 locations".into(),
-        source: "check:api".into(),
-        contact: Contact { name: "Ada".into(), channel: channel.into(), address: address.into() },
-        links: Links {
-            incident_url: Some("https://tocsin.example/incidents/inc-7".into()),
-            accept_url: Some("https://tocsin.example/a/accept-token".into()),
-            reject_url: Some("https://tocsin.example/a/reject-token".into()),
-            callback_url: Some("https://tocsin.example/callbacks/twilio/cb-token".into()),
-        },
-    }
-}
-
-async fn deliver(plugin: &Plugin, config: serde_json::Value, n: Notification) -> Report<Delivery> {
-    plugin.validate_config(&config).unwrap_or_else(|e| panic!("config {config}: {e}"));
-    plugin
-        .deliver(DeliveryCall {
-            config: config.to_string(),
-            notification: n,
-            allow: loopback(),
-            timeout: Duration::from_secs(5),
-        })
-        .await
-}
-
-fn delivery(report: Report<Delivery>) -> Delivery {
-    report.outcome.unwrap_or_else(|e| panic!("run error: {e}"))
-}
+use tocsin_runtime::{Delivery, DeliveryCall};
 
 #[tokio::test]
 async fn webhook_posts_tocsin_json_with_an_idempotency_key() {

@@ -16,7 +16,8 @@ async fn every_builtin_loads_and_describes_itself() {
         assert_eq!(info.name, artifact.name);
         assert_eq!(info.version, "0.1.0");
         assert!(info.config_schema.is_object(), "{}: {}", info.name, info.config_schema);
-        let kind = if matches!(artifact.name, "webhook" | "twilio") { PluginKind::Notifier } else { PluginKind::Check };
+        let notifier = matches!(artifact.name, "webhook" | "twilio" | "email" | "pagerduty" | "slack" | "vonage");
+        let kind = if notifier { PluginKind::Notifier } else { PluginKind::Check };
         assert_eq!(info.kind, kind, "{}", info.name);
         assert_eq!(plugin.sha256().len(), 64);
     }

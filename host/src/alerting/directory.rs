@@ -304,6 +304,22 @@ pub fn implied_grants(config: &Value) -> Vec<Grant> {
     grants
 }
 
+/// The defaults a config schema declares for its top-level fields (such as
+/// a provider's `api_base`), as a config object.
+pub fn schema_defaults(schema: &Value) -> Value {
+    let defaults = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+                .collect::<serde_json::Map<_, _>>()
+        })
+        .unwrap_or_default();
+    Value::Object(defaults)
+}
+
 fn walk(value: &Value, key: Option<&str>, grants: &mut Vec<Grant>) {
     match value {
         Value::String(s) => {
@@ -344,6 +360,13 @@ mod tests {
         let grants = implied_grants(&json!({"url": "http://127.0.0.1:9000/hook", "api_base": "https://api.twilio.com",
                                              "host": "smtp.example.com", "from": "+1555"}));
         assert_eq!(grants.len(), 3, "{grants:?}");
+    }
+
+    #[test]
+    fn schema_defaults_grant_the_default_endpoint() {
+        let schema = json!({"properties": {"api_base": {"type": "string", "default": "https://api.twilio.com"},
+                                           "from": {"type": "string"}}});
+        assert_eq!(implied_grants(&schema_defaults(&schema)), vec!["api.twilio.com".parse::<Grant>().unwrap()]);
     }
 
     #[test]

@@ -200,6 +200,7 @@ impl Deliverer {
         };
         let mut grants: Vec<Grant> = gateway.allow.iter().filter_map(|g| g.parse().ok()).collect();
         grants.extend(directory::implied_grants(&gateway.config));
+        grants.extend(directory::implied_grants(&directory::schema_defaults(&plugin.info().config_schema)));
         let report = plugin
             .deliver(DeliveryCall {
                 config: gateway.config.to_string(),

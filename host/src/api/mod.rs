@@ -21,6 +21,7 @@ mod ops;
 mod plugins;
 mod respond;
 mod runs;
+mod silences;
 mod tokens;
 
 use std::sync::Arc;
@@ -117,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(incidents::routes())
         .merge(alerts::routes())
         .merge(respond::routes())
+        .merge(silences::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let doc = Arc::new(doc);

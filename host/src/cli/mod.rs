@@ -5,6 +5,7 @@
 //! 4 refused as invalid or conflicting; 5 no server reachable; 6 not
 //! authenticated or not allowed.
 
+mod alerting;
 mod apply;
 mod bench;
 mod client;
@@ -76,6 +77,30 @@ enum Command {
     Audit(commands::AuditArgs),
     /// Run a probe node (`--controller URL --location NAME`), or manage nodes (`list`, `drain`, ...).
     Node(node::NodeArgs),
+    /// Incidents: list, show with the timeline, ack, reject, resolve.
+    #[command(subcommand)]
+    Incident(alerting::IncidentCommand),
+    /// Raise or resolve an alert from another system.
+    #[command(subcommand)]
+    Alert(alerting::AlertCommand),
+    /// People on call and how to reach them (admin).
+    #[command(subcommand)]
+    Contact(alerting::ContactCommand),
+    /// Escalation policies: who is notified, in which order, for how long.
+    #[command(subcommand)]
+    Policy(alerting::PolicyCommand),
+    /// Notifier gateways (admin), and their delivery totals.
+    #[command(subcommand)]
+    Gateway(alerting::GatewayCommand),
+    /// Which gateways deliver each channel, in precedence order (admin).
+    #[command(subcommand)]
+    Route(alerting::RouteCommand),
+    /// Maintenance windows: one-off or recurring, notifications held back.
+    #[command(subcommand)]
+    Maintenance(alerting::MaintenanceCommand),
+    /// Silences: notifications held back for a while.
+    #[command(subcommand)]
+    Silence(alerting::SilenceCommand),
     /// Measure ingestion or probe throughput on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -144,5 +169,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Apply(args) => apply::run(&client, out, args).await,
         Command::Audit(args) => commands::audit(&client, out, args).await,
         Command::Node(args) => node::run(args, &client, cli.client.token.clone(), out).await,
+        Command::Incident(cmd) => alerting::incident(&client, out, cmd).await,
+        Command::Alert(cmd) => alerting::alert(&client, out, cmd).await,
+        Command::Contact(cmd) => alerting::contact(&client, out, cmd).await,
+        Command::Policy(cmd) => alerting::policy(&client, out, cmd).await,
+        Command::Gateway(cmd) => alerting::gateway(&client, out, cmd).await,
+        Command::Route(cmd) => alerting::route(&client, out, cmd).await,
+        Command::Maintenance(cmd) => alerting::maintenance(&client, out, cmd).await,
+        Command::Silence(cmd) => alerting::silence(&client, out, cmd).await,
     }
 }
