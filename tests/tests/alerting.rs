@@ -1,0 +1,182 @@
+//! Alerting with the real binaries: a controller SIGKILLed in the middle of
+//! an escalation continues it after a restart without losing or repeating
+//! a notification; a real Prometheus Alertmanager opens and resolves an
+//! incident through its webhook.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tocsin_e2e::*;
+
+/// A webhook gateway's endpoint that records every POST: its idempotency
+/// key and JSON body.
+struct Sink {
+    url: String,
+    received: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let log = received.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/hook",
+                    axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                        let log = log.clone();
+                        async move {
+                            let key = headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            log.lock().unwrap().push((key, serde_json::from_str(&body).unwrap_or(Value::Null)));
+                            axum::Json(serde_json::json!({"id": "m"}))
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Sink { url: format!("http://{addr}/hook"), received }
+    }
+
+    /// The contacts notified, in order.
+    fn contacts(&self) -> Vec<String> {
+        self.received.lock().unwrap().iter().map(|(_, b)| b["contact"]["name"].as_str().unwrap_or("").to_string()).collect()
+    }
+}
+
+fn ok(out: Outcome) -> Outcome {
+    assert_eq!(out.code, 0, "{out:?}");
+    out
+}
+
+fn incident(server: &str, token: &str, id: i64) -> Value {
+    ok(cli(server, token, &["incident", "show", &id.to_string(), "-o", "json"])).json()
+}
+
+fn kinds(detail: &Value, kind: &str) -> usize {
+    detail["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).count()
+}
+
+#[test]
+fn a_controller_killed_mid_escalation_continues_it_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let sink = Sink::start();
+    for name in ["ada", "bob", "carol"] {
+        ok(cli(&url, &token, &["contact", "add", name, "--channel", &format!("webhook=http://example.com/{name}")]));
+    }
+    ok(cli(&url, &token, &["gateway", "add", "hook", "--plugin", "webhook", "--set", &format!("url={}", sink.url), "--allow", "127.0.0.1"]));
+    ok(cli(&url, &token, &["route", "add", "web", "--channel", "webhook", "--gateway", "hook"]));
+    ok(cli(&url, &token, &["policy", "add", "default", "--step", "ada@2s", "--step", "bob@2s", "--step", "carol@10m"]));
+    let sent = ok(cli(&url, &token, &["alert", "send", "--source", "shop", "--key", "checkout", "--summary", "checkout fails", "-o", "json"]));
+    let id = sent.json()["incident"].as_i64().unwrap();
+
+    wait_until("ada is notified", Duration::from_secs(20), || sink.contacts() == ["ada"]);
+    wait_until("the delivery is recorded", Duration::from_secs(10), || kinds(&incident(&url, &token, id), "delivered") == 1);
+    server.proc.kill();
+    // Down for longer than ada's step: her step ends while no controller runs.
+    let killed = Instant::now();
+    wait_until("ada's step is over", Duration::from_secs(10), || killed.elapsed() >= Duration::from_secs(3));
+    assert_eq!(sink.contacts(), ["ada"], "nothing is sent while the controller is down");
+
+    let server = Server::start(&data, &[]);
+    let url = server.url.clone();
+    wait_until("bob, then carol, are notified", Duration::from_secs(30), || sink.contacts().len() >= 3);
+    assert_eq!(sink.contacts(), ["ada", "bob", "carol"]);
+    let keys: std::collections::HashSet<String> = sink.received.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys.len(), 3, "three notifications, each sent once");
+
+    let detail = incident(&url, &token, id);
+    assert_eq!((kinds(&detail, "escalated"), kinds(&detail, "step_ended"), kinds(&detail, "delivered")), (3, 2, 3), "{detail:#}");
+    let accepted = ok(cli(&url, &token, &["incident", "ack", &id.to_string(), "--contact", "carol", "-o", "json"]));
+    assert_eq!(accepted.json()[0]["owner"], "carol");
+    assert_eq!(incident(&url, &token, id)["escalation"], "accepted");
+    assert_eq!(server.proc.unexpected_errors(&[]), Vec::<String>::new());
+}
+
+fn alertmanager_binary() -> String {
+    for candidate in ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"] {
+        if Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    panic!("Prometheus Alertmanager is not installed: apt-get install prometheus-alertmanager");
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-s", "--max-time", "5", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn alertmanager_opens_and_resolves_an_incident() {
+    let binary = alertmanager_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let (url, token) = (server.url.clone(), server.token.clone());
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: tocsin\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: tocsin\n    webhook_configs:\n      - url: {url}/api/v1/alerts/alertmanager\n        \
+             send_resolved: true\n        http_config:\n          authorization:\n            type: Bearer\n            \
+             credentials: {token}\n"
+        ),
+    )
+    .unwrap();
+    let port = tocsin_testkit::free_port();
+    let mut cmd = Command::new(binary);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.path().join("am").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=");
+    let mut am = Proc::spawn("alertmanager", cmd);
+    let api = format!("http://127.0.0.1:{port}");
+    wait_until("Alertmanager is ready", Duration::from_secs(30), || curl(&[&format!("{api}/-/ready")]).1 == "200");
+
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let later = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600)).to_string();
+    let alert = |ends: &str| {
+        format!(
+            r#"[{{"labels": {{"alertname": "DiskFull", "instance": "db1", "severity": "warning"}},
+                 "annotations": {{"summary": "disk 95% full on db1"}}, "startsAt": "{now}", "endsAt": "{ends}"}}]"#
+        )
+    };
+    let post = |body: String| {
+        let (answer, code) = curl(&["-X", "POST", "-H", "content-type: application/json", "-d", &body, &format!("{api}/api/v2/alerts")]);
+        assert_eq!(code, "200", "{answer}");
+    };
+    post(alert(&later));
+    let list = || ok(cli(&url, &token, &["incident", "list", "-o", "json"])).json();
+    wait_until("the incident opens", Duration::from_secs(30), || list().as_array().is_some_and(|a| !a.is_empty()));
+    let opened = list()[0].clone();
+    assert_eq!(opened["title"], "disk 95% full on db1");
+    assert_eq!(opened["source"], "alertmanager");
+    assert_eq!(opened["severity"], "warning");
+    assert_eq!(opened["state"], "triggered");
+
+    // The alert ends: Alertmanager sends it resolved.
+    let ended = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    post(alert(&ended));
+    wait_until("the incident resolves", Duration::from_secs(30), || list()[0]["state"] == "resolved");
+    assert_eq!(list().as_array().unwrap().len(), 1, "the same incident, not a new one");
+    am.kill();
+    assert_eq!(server.proc.unexpected_errors(&[]), Vec::<String>::new());
+}
