@@ -81,13 +81,24 @@ const POLL: Duration = Duration::from_millis(200);
 /// delivers the outbox, until `cancel`.
 pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, cancel: CancellationToken) {
     let mut deliveries = tokio::task::JoinSet::new();
+    let mut escalated = tokio::time::Instant::now() - POLL;
+    let mut woken = true;
     loop {
-        if let Err(e) = escalate(&db).await {
-            tracing::warn!(error = %e, "advancing escalations failed");
+        // Escalations on every round of the clock or when woken, not after
+        // each delivery: a burst of notifications must not cost two
+        // queries per row.
+        if woken || escalated.elapsed() >= POLL {
+            if let Err(e) = escalate(&db).await {
+                tracing::warn!(error = %e, "advancing escalations failed");
+            }
+            if let Err(e) = outbox::recover(&db, now_ms()).await {
+                tracing::warn!(error = %e, "recovering lapsed deliveries failed");
+            }
+            escalated = tokio::time::Instant::now();
         }
-        while deliveries.try_join_next().is_some() {}
+        // Claim in batches, not one row per finished delivery.
         let room = CONCURRENT_DELIVERIES.saturating_sub(deliveries.len()) as i64;
-        if room > 0 {
+        if room >= CONCURRENT_DELIVERIES as i64 / 4 || deliveries.is_empty() {
             match outbox::claim(&db, now_ms(), room).await {
                 Ok(rows) => {
                     for row in rows {
@@ -98,16 +109,19 @@ pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, c
                 Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
             }
         }
+        woken = false;
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = wake.notified() => {}
+            _ = wake.notified() => woken = true,
+            // A slot is free: take the next row at once.
+            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
             _ = cancel.cancelled() => break,
         }
     }
     // Deliveries in flight finish (bounded by their gateway timeouts);
     // what is cut short is sent again after its lease lapses.
-    let _ =
-        tokio::time::timeout(Duration::from_secs(30), async { while deliveries.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), async { while deliveries.join_next().await.is_some() {} })
+        .await;
 }
 
 async fn escalate(db: &Db) -> crate::store::Result<()> {

@@ -90,12 +90,21 @@ pub async fn get(conn: &mut AnyConnection, id: i64) -> store::Result<Option<Row>
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?)
 }
 
-/// Takes up to `limit` due rows, and rows whose lease lapsed.
-pub async fn claim(db: &Db, now: Millis, limit: i64) -> store::Result<Vec<Row>> {
-    sqlx::query("UPDATE outbox SET state = 'pending' WHERE state = 'sending' AND lease_until < $1")
+/// Puts rows whose delivery lease lapsed (their worker died) back.
+pub async fn recover(db: &Db, now: Millis) -> store::Result<u64> {
+    let n = sqlx::query("UPDATE outbox SET state = 'pending' WHERE state = 'sending' AND lease_until < $1")
         .bind(now)
         .execute(db.writer())
-        .await?;
+        .await?
+        .rows_affected();
+    if n > 0 {
+        tracing::warn!(notifications = n, "deliveries whose worker stopped are taken up again");
+    }
+    Ok(n)
+}
+
+/// Takes up to `limit` due rows.
+pub async fn claim(db: &Db, now: Millis, limit: i64) -> store::Result<Vec<Row>> {
     // The outer `state = 'pending'` makes a row claimed by a concurrent
     // controller (PostgreSQL) drop out when its lock is released.
     let sql = format!(

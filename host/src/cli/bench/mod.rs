@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::CliError;
 
+mod alerting;
 mod failover;
 mod ingest;
 mod local;
@@ -26,6 +27,21 @@ pub enum BenchCommand {
     Schedule(ScheduleArgs),
     /// Time from a node's SIGKILL to its checks running elsewhere.
     Failover(FailoverArgs),
+    /// Time from a confirmed failure to the gateway, and outbox throughput.
+    Alerting(AlertingArgs),
+}
+
+#[derive(Args)]
+pub struct AlertingArgs {
+    /// The database; default: SQLite in a temporary directory.
+    #[arg(long)]
+    pub(super) database_url: Option<String>,
+    /// Confirmed failures timed one at a time.
+    #[arg(long, default_value_t = 200)]
+    pub(super) failures: usize,
+    /// Notifications pushed through the outbox at once.
+    #[arg(long, default_value_t = 5000)]
+    pub(super) notifications: usize,
 }
 
 #[derive(Args)]
@@ -104,6 +120,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Probes(args) => probes::probes(args).await,
         BenchCommand::Schedule(args) => schedule::schedule(args).await,
         BenchCommand::Failover(args) => failover::failover(args).await,
+        BenchCommand::Alerting(args) => alerting::alerting_bench(args).await,
     }
 }
 
