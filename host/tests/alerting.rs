@@ -5,84 +5,23 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
+use tocsin_testkit::twilio::{FakeTwilio, Received};
 
-both!(an_escalation_runs_until_someone_accepts_by_key_press, sms_fails_over_by_source, bad_input_changes_nothing);
-
-/// What a fake Twilio received: the resource (`Calls`, `Messages`) and the form.
-#[derive(Clone, Debug)]
-struct Received {
-    resource: String,
-    form: HashMap<String, String>,
-}
-
-#[derive(Clone)]
-struct FakeTwilio {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl FakeTwilio {
-    /// Answers every request with `status` (201: created, as Twilio does).
-    async fn start(status: u16) -> FakeTwilio {
-        let received = Arc::new(Mutex::new(Vec::<Received>::new()));
-        let log = received.clone();
-        let app = axum::Router::new().route(
-            "/2010-04-01/Accounts/{sid}/{resource}",
-            axum::routing::post(
-                move |axum::extract::Path((_sid, resource)): axum::extract::Path<(String, String)>,
-                      axum::Form(form): axum::Form<HashMap<String, String>>| {
-                    let log = log.clone();
-                    async move {
-                        let n = {
-                            let mut log = log.lock().unwrap();
-                            log.push(Received { resource: resource.trim_end_matches(".json").to_string(), form });
-                            log.len()
-                        };
-                        let code = StatusCode::from_u16(status).unwrap();
-                        let body = if code.is_success() {
-                            json!({"sid": format!("SM{n:032}"), "status": "queued"})
-                        } else {
-                            json!({"code": 20500, "message": "Internal Server Error", "status": status})
-                        };
-                        (code, axum::Json(body))
-                    }
-                },
-            ),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        FakeTwilio { url, received }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn gateway(&self, name: &str) -> Value {
-        json!({"name": name, "plugin": "twilio", "timeout": "5s",
-               "config": {"account_sid": "AC123", "auth_token": "secret-token", "from": "+15550000", "api_base": self.url}})
-    }
-}
+both!(
+    an_escalation_runs_until_someone_accepts_by_key_press,
+    sms_fails_over_by_source,
+    bad_input_changes_nothing,
+    maintenance_and_silences_hold_notifications_back,
+);
 
 async fn create(app: &TestApp, path: &str, body: Value) {
     let (status, answer) = app.call(Method::POST, path, Some(body.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {answer}");
-}
-
-/// The Gather action (callback URL) in a call's TwiML.
-fn callback_of(call: &Received) -> String {
-    let twiml = &call.form["Twiml"];
-    let start = twiml.find("action=\"").expect("a Gather action") + 8;
-    let end = start + twiml[start..].find('"').unwrap();
-    twiml[start..end].replace("&amp;", "&")
 }
 
 /// Presses a key on a call, as Twilio reports it.
@@ -91,7 +30,7 @@ async fn press(app: &TestApp, call: &Received, digits: &str) -> String {
     let form = format!("Digits={digits}&CallSid=CA0001&From={}", encode(&call.form["To"]));
     let response = app
         .http
-        .post(callback_of(call))
+        .post(call.callback())
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form)
         .send()
@@ -111,7 +50,7 @@ async fn open_incident(app: &TestApp) -> Value {
 
 async fn an_escalation_runs_until_someone_accepts_by_key_press(backend: Backend) {
     let app = spawn_app(backend).await;
-    let twilio = FakeTwilio::start(201).await;
+    let twilio = FakeTwilio::start(201);
     create(
         &app,
         "/api/v1/contacts",
@@ -215,8 +154,8 @@ async fn an_escalation_runs_until_someone_accepts_by_key_press(backend: Backend)
 
 async fn sms_fails_over_by_source(backend: Backend) {
     let app = spawn_app(backend).await;
-    let broken = FakeTwilio::start(500).await;
-    let working = FakeTwilio::start(201).await;
+    let broken = FakeTwilio::start(500);
+    let working = FakeTwilio::start(201);
     create(&app, "/api/v1/contacts", json!({"name": "bob", "channels": [{"channel": "sms", "address": "+15550002"}]}))
         .await;
     create(&app, "/api/v1/gateways", broken.gateway("sms-a")).await;
@@ -341,5 +280,65 @@ async fn bad_input_changes_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+async fn maintenance_and_silences_hold_notifications_back(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let twilio = FakeTwilio::start(201);
+    create(&app, "/api/v1/contacts", json!({"name": "bob", "channels": [{"channel": "sms", "address": "+15550002"}]}))
+        .await;
+    create(&app, "/api/v1/gateways", twilio.gateway("sms")).await;
+    create(&app, "/api/v1/routes", json!({"name": "sms", "channel": "sms", "gateways": ["sms"]})).await;
+    create(&app, "/api/v1/policies", json!({"name": "default", "steps": [{"notify": ["bob"], "timeout": "5m"}]})).await;
+    let now = tocsin::model::now_ms();
+    let at = tocsin::model::wire::format_ms;
+    create(
+        &app,
+        "/api/v1/maintenance",
+        json!({"name": "db-upgrade", "sources": ["db-*"], "starts_at": at(now - 60_000), "ends_at": at(now + 3_600_000)}),
+    )
+    .await;
+    // A recurring window that covers every minute, for the `shop` source only.
+    create(
+        &app,
+        "/api/v1/maintenance",
+        json!({"name": "always", "sources": ["shop"], "schedule": "* * * * *", "duration": "2m"}),
+    )
+    .await;
+    let (status, answer) = app
+        .call(Method::POST, "/api/v1/silences", Some(json!({"sources": ["billing"], "ends_at": at(now + 3_600_000)})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let silence = answer["id"].as_i64().unwrap();
+
+    for source in ["db-main", "shop", "billing"] {
+        let alert = json!({"source": source, "key": "k", "summary": format!("{source} trouble")});
+        assert_eq!(app.call(Method::POST, "/api/v1/alerts", Some(alert)).await.1["result"], "opened");
+    }
+    let incidents = app.get("/api/v1/incidents?state=open").await;
+    assert_eq!(incidents.as_array().unwrap().len(), 3, "incidents are recorded");
+    for incident in incidents.as_array().unwrap() {
+        assert_eq!(incident["escalation"], "suppressed", "{incident}");
+    }
+    let billing =
+        incidents.as_array().unwrap().iter().find(|i| i["source"] == "billing").unwrap()["id"].as_i64().unwrap();
+    let timeline = app.get(&format!("/api/v1/incidents/{billing}")).await["timeline"].clone();
+    assert_eq!(timeline[1]["kind"], "suppressed");
+    assert_eq!(timeline[1]["detail"]["by"], format!("silence {silence}"));
+
+    // The silence ends: billing's incident, still open, is escalated now;
+    // the others stay held back.
+    let (status, _) = app.call(Method::DELETE, &format!("/api/v1/silences/{silence}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.wait_until(Duration::from_secs(20), async || twilio.received().len() == 1).await;
+    assert!(twilio.received()[0].form["Body"].contains("billing trouble"));
+    let (status, _) = app.call(Method::DELETE, "/api/v1/maintenance/db-upgrade", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.wait_until(Duration::from_secs(20), async || twilio.received().len() == 2).await;
+    assert!(twilio.received()[1].form["Body"].contains("db-main trouble"));
+    let shop = app.get("/api/v1/incidents?state=open").await;
+    let shop = shop.as_array().unwrap().iter().find(|i| i["source"] == "shop").unwrap().clone();
+    assert_eq!(shop["escalation"], "suppressed", "the recurring window still holds");
     app.stop().await;
 }

@@ -64,6 +64,8 @@ CREATE TABLE incidents (
     reopened        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX incidents_by_key ON incidents (dedup_key, id);
+-- One open incident per key, even when two controllers ingest at once.
+CREATE UNIQUE INDEX incidents_open_key ON incidents (dedup_key) WHERE state <> 'resolved';
 CREATE INDEX incidents_by_state ON incidents (state, id);
 CREATE INDEX incidents_by_check ON incidents (check_id, state);
 

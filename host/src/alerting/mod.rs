@@ -120,8 +120,8 @@ pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, c
     }
     // Deliveries in flight finish (bounded by their gateway timeouts);
     // what is cut short is sent again after its lease lapses.
-    let _ = tokio::time::timeout(Duration::from_secs(30), async { while deliveries.join_next().await.is_some() {} })
-        .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(30), async { while deliveries.join_next().await.is_some() {} }).await;
 }
 
 async fn escalate(db: &Db) -> crate::store::Result<()> {

@@ -17,6 +17,7 @@ use rand::Rng;
 use sqlx::Connection;
 
 pub mod process;
+pub mod twilio;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

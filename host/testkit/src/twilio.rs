@@ -1,0 +1,87 @@
+//! A fake of Twilio's REST API for alerting tests: it records every call
+//! and message request (the form Twilio would get) and answers with the
+//! status it was started with, in Twilio's JSON. It runs on a thread of its
+//! own, so sync and async tests alike can use it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Path};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// One request: the resource (`Calls`, `Messages`) and its form fields.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub resource: String,
+    pub form: HashMap<String, String>,
+}
+
+impl Received {
+    /// The Gather action of a call's TwiML: where Twilio posts the key press.
+    pub fn callback(&self) -> String {
+        let twiml = &self.form["Twiml"];
+        let start = twiml.find("action=\"").expect("a Gather action") + 8;
+        let end = start + twiml[start..].find('"').expect("a closing quote");
+        twiml[start..end].replace("&amp;", "&")
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeTwilio {
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl FakeTwilio {
+    /// Answers every request with `status` (201 is Twilio's "created").
+    pub fn start(status: u16) -> FakeTwilio {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let log = received.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/2010-04-01/Accounts/{sid}/{resource}",
+                    axum::routing::post(
+                        move |Path((_sid, resource)): Path<(String, String)>,
+                              Form(form): Form<HashMap<String, String>>| {
+                            let log = log.clone();
+                            async move {
+                                let n = {
+                                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                                    let resource = resource.trim_end_matches(".json").to_string();
+                                    log.push(Received { resource, form });
+                                    log.len()
+                                };
+                                let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                                let body = if code.is_success() {
+                                    json!({"sid": format!("SM{n:032}"), "status": "queued"})
+                                } else {
+                                    json!({"code": 20500, "message": "Internal Server Error", "status": status})
+                                };
+                                (code, axum::Json(body))
+                            }
+                        },
+                    ),
+                );
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+                tx.send(listener.local_addr().expect("an address")).expect("the test waits");
+                let _ = axum::serve(listener, app).await;
+            });
+        });
+        let addr = rx.recv().expect("the fake's address");
+        FakeTwilio { url: format!("http://{addr}"), received }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A Tocsin gateway of the `twilio` plugin pointed at this fake.
+    pub fn gateway(&self, name: &str) -> Value {
+        json!({"name": name, "plugin": "twilio", "timeout": "5s",
+               "config": {"account_sid": "AC123", "auth_token": "secret-token", "from": "+15550000", "api_base": self.url}})
+    }
+}
