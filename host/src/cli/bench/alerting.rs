@@ -198,7 +198,7 @@ pub async fn alerting_bench(args: AlertingArgs) -> Result<(), CliError> {
             }
             _ => return Err(other(format!("only {} of {} notifications arrived", seen.len(), args.notifications))),
         }
-        if seen.len() % 1000 == 0 {
+        if seen.len().is_multiple_of(1000) {
             eprintln!("  {} delivered", seen.len());
         }
     }
