@@ -196,6 +196,11 @@ async fn sms_fails_over_by_source(backend: Backend) {
     assert_eq!(app.call(Method::POST, "/api/v1/alerts", Some(again)).await.1["result"], "updated");
     let resolved = json!({"source": "shop", "key": "checkout", "status": "resolved"});
     assert_eq!(app.call(Method::POST, "/api/v1/alerts", Some(resolved)).await.1["result"], "resolved");
+    // Bob, who was texted, is texted that it is over (through the backup again).
+    app.wait_until(Duration::from_secs(20), async || working.received().len() == 3).await;
+    let body = working.received()[2].form["Body"].clone();
+    assert!(body.starts_with("[Tocsin] Resolved: checkout errors above 5%"), "{body}");
+    assert!(!body.contains("Accept:"), "no links to answer a resolution: {body}");
     // Secrets are not shown back.
     assert_eq!(app.get("/api/v1/gateways/sms-a").await["config"]["auth_token"], "***");
     app.stop().await;

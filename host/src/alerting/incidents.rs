@@ -14,7 +14,7 @@ use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::Rules;
-use super::escalation;
+use super::{escalation, outbox};
 use crate::model::{CheckStatus, Millis};
 use crate::store::{self, Col, Dialect};
 
@@ -137,8 +137,39 @@ pub async fn resolve(conn: &mut AnyConnection, id: i64, by: &str, reason: &str, 
     }
     record(conn, id, "resolved", Some(by), json!({"reason": reason}), now).await?;
     escalation::stop(conn, id, now).await?;
+    tell_resolved(conn, id, now).await?;
     tracing::info!(incident = id, by, reason, "incident resolved");
     Ok(true)
+}
+
+/// Tells whoever was reached about the incident that it is over, on the
+/// channels that reached them (not by phone call: nobody wants a call to
+/// say all is well). A PagerDuty gateway resolves its own incident so.
+async fn tell_resolved(conn: &mut AnyConnection, id: i64, now: Millis) -> store::Result<()> {
+    let reached: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT contact, channel, address, source FROM outbox \
+         WHERE incident_id = $1 AND state = 'delivered' AND event <> 'resolved' AND channel <> 'voice' \
+         ORDER BY contact, channel",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (contact, channel, address, source) in reached {
+        let n = outbox::NewNotification {
+            incident: id,
+            event: "resolved".into(),
+            step: None,
+            pass: None,
+            contact: contact.clone(),
+            channel: channel.clone(),
+            address,
+            source,
+        };
+        let notification = outbox::enqueue(conn, &n, now).await?;
+        let detail = json!({"notification": notification, "contact": contact, "channel": channel, "event": "resolved"});
+        record(conn, id, "notified", None, detail, now).await?;
+    }
+    Ok(())
 }
 
 /// Someone owns it now; the escalation stops. False when it was not

@@ -476,16 +476,6 @@ fn event_name(event: Event) -> &'static str {
     }
 }
 
-fn event_label(event: Event) -> Option<&'static str> {
-    match event {
-        Event::Triggered => None,
-        Event::Escalated => Some("Escalated"),
-        Event::Acknowledged => Some("Acknowledged"),
-        Event::Resolved => Some("Resolved"),
-        Event::Test => Some("Test"),
-    }
-}
-
 fn net_failure(server: &str, e: &NetError) -> Failure {
     Failure { message: format!("{server}: {}", e.describe()), retry: e.is_target_failure(), failover: true }
 }

@@ -98,7 +98,7 @@ pub use bindings::notifier::exports::tocsin::plugin::notifier_api::{
 pub mod prelude {
     pub use crate::{
         Attempt, Check, Contact, Context, Delivered, Event, Failure, Metric, NetError, Notification, Notifier, Outcome,
-        PluginInfo, Request, Status, dns, export_check, export_notifier, http, tcp, tls,
+        PluginInfo, Request, Status, dns, event_label, export_check, export_notifier, http, short_text, tcp, tls,
     };
     pub use schemars::JsonSchema;
     pub use serde::Deserialize;
@@ -250,6 +250,32 @@ impl http::Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+/// `Resolved`, `Escalated`, ...: how a notification that is not a new
+/// alert says what it is; `None` for a new alert.
+pub fn event_label(event: Event) -> Option<&'static str> {
+    match event {
+        Event::Triggered => None,
+        Event::Escalated => Some("Escalated"),
+        Event::Acknowledged => Some("Acknowledged"),
+        Event::Resolved => Some("Resolved"),
+        Event::Test => Some("Test"),
+    }
+}
+
+/// A notification as a text message: `[Tocsin] Resolved: title: message`,
+/// then the accept and reject links, if any.
+pub fn short_text(n: &Notification) -> String {
+    let label = event_label(n.event).map(|l| format!("{l}: ")).unwrap_or_default();
+    let mut text = format!("[Tocsin] {label}{}: {}", n.title.trim(), n.message.trim());
+    if let Some(url) = &n.links.accept_url {
+        text.push_str(&format!("\nAccept: {url}"));
+    }
+    if let Some(url) = &n.links.reject_url {
+        text.push_str(&format!("\nReject: {url}"));
+    }
+    text
 }
 
 impl Failure {

@@ -70,7 +70,7 @@ impl Notifier for Twilio {
             form.append_pair("Twiml", &twiml(&n, config.voice.as_deref()));
             "Calls"
         } else {
-            form.append_pair("Body", &sms(&n));
+            form.append_pair("Body", &short_text(&n));
             "Messages"
         };
         let url = format!(
@@ -135,17 +135,6 @@ fn twiml(n: &Notification, voice: Option<&str>) -> String {
         ),
         None => format!("<Response><Say{voice} loop=\"2\">{speech}</Say></Response>"),
     }
-}
-
-fn sms(n: &Notification) -> String {
-    let mut text = format!("[Tocsin] {}: {}", n.title, n.message);
-    if let Some(url) = &n.links.accept_url {
-        text.push_str(&format!("\nAccept: {url}"));
-    }
-    if let Some(url) = &n.links.reject_url {
-        text.push_str(&format!("\nReject: {url}"));
-    }
-    text
 }
 
 fn xml_escape(s: &str) -> String {

@@ -68,7 +68,7 @@ impl Notifier for Vonage {
                 failover: false,
             });
         };
-        let text = sms(&n);
+        let text = short_text(&n);
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("api_key", &config.api_key)
             .append_pair("api_secret", &config.api_secret)
@@ -150,17 +150,6 @@ fn msisdn(address: &str) -> Option<String> {
         .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
         .collect();
     (!digits.is_empty() && digits.len() <= 15 && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
-}
-
-fn sms(n: &Notification) -> String {
-    let mut text = format!("[Tocsin] {}: {}", n.title.trim(), n.message.trim());
-    if let Some(url) = &n.links.accept_url {
-        text.push_str(&format!("\nAccept: {url}"));
-    }
-    if let Some(url) = &n.links.reject_url {
-        text.push_str(&format!("\nReject: {url}"));
-    }
-    text
 }
 
 /// Whether GSM 03.38 (its basic set and the extension table) can carry
