@@ -274,6 +274,10 @@ async fn bad_input_changes_nothing(backend: Backend) {
         app.call(Method::POST, "/api/v1/alerts", Some(json!({"source": "x", "key": "y", "status": "burning"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_eq!(app.get("/api/v1/incidents").await, json!([]));
+    let check = json!({"name": "c", "plugin": "http", "target": "http://127.0.0.1/", "policy": "ghost"});
+    let (status, answer) = app.call(Method::POST, "/api/v1/checks", Some(check)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("no escalation policy named \"ghost\""), "{answer}");
     // Contacts are the admin's: an editor cannot change them.
     let (_, editor) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "ed", "role": "editor"}))).await;
     let (status, _) = app

@@ -40,6 +40,14 @@ pub(super) async fn validate(state: &AppState, mut spec: CheckSpec) -> Result<Ch
             spec.name
         ));
     }
+    if let Some(policy) = &spec.policy {
+        let mut conn = state.db.reader().acquire().await?;
+        let found: Option<serde_json::Value> =
+            crate::alerting::directory::get(&mut conn, crate::alerting::directory::POLICIES, policy).await?;
+        if found.is_none() {
+            return invalid(format!("policy: no escalation policy named {policy:?}"));
+        }
+    }
     let limits = state.catalog.runtime().limits();
     if spec.target.trim().is_empty() {
         return invalid("target: must not be empty".into());

@@ -535,6 +535,20 @@ pub async fn incident(client: &Client, out: Output, cmd: IncidentCommand) -> Res
                 let actor = e["actor"].as_str().map(|a| format!(" by {a}")).unwrap_or_default();
                 println!("  {}  {}{actor}  {}", text(&e["at"]), text(&e["kind"]), e["detail"]);
             }
+            let runs = name_list(&detail["runs"]);
+            if !runs.is_empty() {
+                println!("\nRuns ({}, the last 20):", runs.len());
+                for r in runs.iter().rev().take(20).rev() {
+                    println!(
+                        "  {}  {:<12} {:<8} {:<10} {}",
+                        text(&r["slot"]),
+                        text(&r["attempt"]),
+                        text(&r["status"]),
+                        text(&r["location"]),
+                        truncate(&text(&r["message"]), 70)
+                    );
+                }
+            }
         }
         IncidentCommand::Ack { id, contact } => {
             let body = match contact {
