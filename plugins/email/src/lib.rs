@@ -107,7 +107,7 @@ impl Notifier for Email {
     }
 
     fn deliver(config: String, n: Notification) -> Result<Delivered, Failure> {
-        let config: Config = serde_json::from_str(&config).map_err(|e| permanent(format!("config: {e}")))?;
+        let config: Config = gateway_config(&config)?;
         let to = n.contact.address.trim();
         if !is_address(to) {
             // No gateway can deliver to it: this is the contact's data.
@@ -464,16 +464,6 @@ fn is_address(address: &str) -> bool {
 /// Header text on one line: newlines and runs of blanks become one space.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Triggered => "triggered",
-        Event::Escalated => "escalated",
-        Event::Acknowledged => "acknowledged",
-        Event::Resolved => "resolved",
-        Event::Test => "test",
-    }
 }
 
 fn net_failure(server: &str, e: &NetError) -> Failure {

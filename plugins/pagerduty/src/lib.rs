@@ -50,11 +50,7 @@ impl Notifier for PagerDuty {
     }
 
     fn deliver(config: String, n: Notification) -> Result<Delivered, Failure> {
-        let config: Config = serde_json::from_str(&config).map_err(|e| Failure {
-            message: format!("config: {e}"),
-            retry: false,
-            failover: true,
-        })?;
+        let config: Config = gateway_config(&config)?;
         let url = format!("{}/v2/enqueue", config.api_base.trim_end_matches('/'));
         let mut request =
             http::Request::new("POST", &url).json(&event(&config, &n)).header("accept", "application/json");
@@ -116,16 +112,6 @@ fn action(event: Event) -> &'static str {
         Event::Triggered | Event::Escalated | Event::Test => "trigger",
         Event::Acknowledged => "acknowledge",
         Event::Resolved => "resolve",
-    }
-}
-
-fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Triggered => "triggered",
-        Event::Escalated => "escalated",
-        Event::Acknowledged => "acknowledged",
-        Event::Resolved => "resolved",
-        Event::Test => "test",
     }
 }
 

@@ -98,7 +98,8 @@ pub use bindings::notifier::exports::tocsin::plugin::notifier_api::{
 pub mod prelude {
     pub use crate::{
         Attempt, Check, Contact, Context, Delivered, Event, Failure, Metric, NetError, Notification, Notifier, Outcome,
-        PluginInfo, Request, Status, dns, event_label, export_check, export_notifier, http, short_text, tcp, tls,
+        PluginInfo, Request, Status, dns, event_label, event_name, export_check, export_notifier, gateway_config, http,
+        short_text, tcp, tls,
     };
     pub use schemars::JsonSchema;
     pub use serde::Deserialize;
@@ -250,6 +251,24 @@ impl http::Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+/// `triggered`, `escalated`, ...: the event as gateways' payloads name it.
+pub fn event_name(event: Event) -> &'static str {
+    match event {
+        Event::Triggered => "triggered",
+        Event::Escalated => "escalated",
+        Event::Acknowledged => "acknowledged",
+        Event::Resolved => "resolved",
+        Event::Test => "test",
+    }
+}
+
+/// A notifier's configuration. The host has checked it against the schema
+/// from `describe`, so an error here is a plugin bug: retrying this gateway
+/// will not help, another one may.
+pub fn gateway_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, Failure> {
+    serde_json::from_str(config).map_err(|e| Failure { message: format!("config: {e}"), retry: false, failover: true })
 }
 
 /// `Resolved`, `Escalated`, ...: how a notification that is not a new

@@ -67,11 +67,7 @@ impl Notifier for Slack {
     }
 
     fn deliver(config: String, n: Notification) -> Result<Delivered, Failure> {
-        let config: Config = serde_json::from_str(&config).map_err(|e| Failure {
-            message: format!("config: {e}"),
-            retry: false,
-            failover: true,
-        })?;
+        let config: Config = gateway_config(&config)?;
         let channel = config.channel.clone().unwrap_or_else(|| n.contact.address.trim().to_string());
         if channel.is_empty() {
             return Err(Failure {
@@ -156,16 +152,6 @@ struct Answer {
     channel: Option<String>,
     #[serde(default)]
     ts: Option<String>,
-}
-
-fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Triggered => "triggered",
-        Event::Escalated => "escalated",
-        Event::Acknowledged => "acknowledged",
-        Event::Resolved => "resolved",
-        Event::Test => "test",
-    }
 }
 
 fn links(n: &Notification) -> Vec<(&'static str, &str)> {

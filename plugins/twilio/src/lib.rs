@@ -54,11 +54,7 @@ impl Notifier for Twilio {
     }
 
     fn deliver(config: String, n: Notification) -> Result<Delivered, Failure> {
-        let config: Config = serde_json::from_str(&config).map_err(|e| Failure {
-            message: format!("config: {e}"),
-            retry: false,
-            failover: true,
-        })?;
+        let config: Config = gateway_config(&config)?;
         let voice = match config.mode {
             Mode::Voice => true,
             Mode::Sms => false,

@@ -55,11 +55,7 @@ impl Notifier for Vonage {
     }
 
     fn deliver(config: String, n: Notification) -> Result<Delivered, Failure> {
-        let config: Config = serde_json::from_str(&config).map_err(|e| Failure {
-            message: format!("config: {e}"),
-            retry: false,
-            failover: true,
-        })?;
+        let config: Config = gateway_config(&config)?;
         let Some(to) = msisdn(&n.contact.address) else {
             // Twilio would refuse it too: the contact's number is wrong.
             return Err(Failure {

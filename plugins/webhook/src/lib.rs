@@ -43,11 +43,7 @@ impl Notifier for Webhook {
     }
 
     fn deliver(config: String, n: Notification) -> Result<Delivered, Failure> {
-        let config: Config = serde_json::from_str(&config).map_err(|e| Failure {
-            message: format!("config: {e}"),
-            retry: false,
-            failover: true,
-        })?;
+        let config: Config = gateway_config(&config)?;
         let body = match config.format {
             Format::Tocsin => tocsin_payload(&n),
             Format::Slack => slack_payload(&n),
@@ -76,16 +72,6 @@ impl Notifier for Webhook {
             })
             .unwrap_or_else(|| n.id.clone());
         Ok(Delivered { message_id, detail: format!("{} in {:.0} ms", response.status, response.timings.total_ms) })
-    }
-}
-
-fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Triggered => "triggered",
-        Event::Escalated => "escalated",
-        Event::Acknowledged => "acknowledged",
-        Event::Resolved => "resolved",
-        Event::Test => "test",
     }
 }
 
