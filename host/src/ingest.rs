@@ -184,6 +184,7 @@ fn check_changes(states: &HashMap<i64, CheckState>, updates: &[Update]) -> Vec<C
                 before: state.status(),
                 after: u.status,
                 message: u.message.clone(),
+                policy: state.policy.clone(),
             })
         })
         .collect()

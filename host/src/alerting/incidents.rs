@@ -207,6 +207,7 @@ pub struct CheckChange {
     /// `None`: the state holds (a failure awaiting confirmation).
     pub after: Option<CheckStatus>,
     pub message: String,
+    pub policy: Option<String>,
 }
 
 /// Opens incidents for checks that went down, counts good runs towards
@@ -238,11 +239,6 @@ pub async fn on_check_changes(
         let incident = open.get(&change.check_id).copied();
         match (change.after, incident) {
             (Some(CheckStatus::Down), None) if change.before != CheckStatus::Down => {
-                let policy: Option<String> = sqlx::query_scalar("SELECT policy FROM checks WHERE id = $1")
-                    .bind(change.check_id)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .flatten();
                 let t = Trigger {
                     dedup_key: format!("check:{}", change.check_id),
                     source: format!("check:{}", change.name),
@@ -250,7 +246,7 @@ pub async fn on_check_changes(
                     title: format!("{} is down", change.name),
                     message: change.message.clone(),
                     severity: "critical".into(),
-                    policy,
+                    policy: change.policy.clone(),
                 };
                 trigger(conn, rules, &t, now).await?;
             }

@@ -34,6 +34,7 @@ struct Row {
     id: i64,
     dedup_key: String,
     source: String,
+    check_id: Option<i64>,
     title: String,
     message: String,
     severity: String,
@@ -50,7 +51,7 @@ struct Row {
     pass: Option<i64>,
 }
 
-const SELECT: &str = "SELECT i.id, i.dedup_key, i.source, i.title, i.message, i.severity, i.policy, i.state, \
+const SELECT: &str = "SELECT i.id, i.dedup_key, i.source, i.check_id, i.title, i.message, i.severity, i.policy, i.state, \
     i.opened_at, i.acknowledged_at, i.owner, i.resolved_at, i.resolved_by, i.reopened, e.state AS escalation, \
     e.step, e.pass FROM incidents i LEFT JOIN escalations e ON e.incident_id = i.id";
 
@@ -80,10 +81,14 @@ impl Row {
     }
 }
 
-pub async fn load(db: &store::Db, id: i64) -> Result<Incident, ApiError> {
+async fn load_row(db: &store::Db, id: i64) -> Result<Row, ApiError> {
     let sql = format!("{SELECT} WHERE i.id = $1");
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db.reader()).await?;
-    row.map(Row::into_incident).ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+    row.ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+}
+
+pub async fn load(db: &store::Db, id: i64) -> Result<Incident, ApiError> {
+    load_row(db, id).await.map(Row::into_incident)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -146,7 +151,9 @@ async fn show_incident(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<IncidentDetail>, ApiError> {
     caller.require(Role::Viewer)?;
-    let incident = load(&state.db, id).await?;
+    let row = load_row(&state.db, id).await?;
+    let check = row.check_id;
+    let incident = row.into_incident();
     let events: Vec<(i64, String, Option<String>, String)> =
         sqlx::query_as("SELECT at, kind, actor, detail FROM incident_events WHERE incident_id = $1 ORDER BY id")
             .bind(id)
@@ -161,12 +168,8 @@ async fn show_incident(
             detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
         })
         .collect();
-    let check: Option<Option<i64>> = sqlx::query_scalar("SELECT check_id FROM incidents WHERE id = $1")
-        .bind(id)
-        .fetch_optional(state.db.reader())
-        .await?;
     let mut runs = Vec::new();
-    if let Some(Some(check)) = check {
+    if let Some(check) = check {
         let until = incident.resolved_at.unwrap_or_else(now_ms);
         let rows: Vec<(i64, i64, String, String, String, String, String)> = sqlx::query_as(
             "SELECT slot, seq, attempt, status, message, node, location FROM runs \

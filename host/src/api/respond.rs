@@ -55,31 +55,40 @@ fn link_problem(e: &LinkError) -> Response {
     page(status, "This link does not work", &e.to_string(), None)
 }
 
-fn answer_of(action: Action) -> Option<Answer> {
-    match action {
-        Action::Accept => Some(Answer::Accept),
-        Action::Reject => Some(Answer::Reject),
-        Action::Call => None,
+/// The notification and answer a link stands for; `None` for a link made
+/// for a phone call.
+fn read_link(state: &AppState, link: &str) -> Result<(i64, Answer), Option<LinkError>> {
+    let claim = state.alerting.signer.verify(link, now_ms()).map_err(Some)?;
+    match claim.action {
+        Action::Accept => Ok((claim.notification, Answer::Accept)),
+        Action::Reject => Ok((claim.notification, Answer::Reject)),
+        Action::Call => Err(None),
+    }
+}
+
+/// The page for a link that does not work.
+fn bad_link(why: Option<LinkError>) -> Response {
+    match why {
+        Some(e) => link_problem(&e),
+        None => page(StatusCode::FORBIDDEN, "This link does not work", "it is for a phone call", None),
     }
 }
 
 async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
-    let claim = match state.alerting.signer.verify(&link, now_ms()) {
-        Ok(claim) => claim,
-        Err(e) => return link_problem(&e),
+    let (notification, answer) = match read_link(&state, &link) {
+        Ok(read) => read,
+        Err(why) => return bad_link(why),
     };
-    let Some(answer) = answer_of(claim.action) else {
-        return page(StatusCode::FORBIDDEN, "This link does not work", "it is for a phone call", None);
-    };
-    let incident: Option<(String, String)> = sqlx::query_as(
+    let incident: Result<Option<(String, String)>, _> = sqlx::query_as(
         "SELECT i.title, i.state FROM outbox o JOIN incidents i ON i.id = o.incident_id WHERE o.id = $1",
     )
-    .bind(claim.notification)
+    .bind(notification)
     .fetch_optional(state.db.reader())
-    .await
-    .unwrap_or(None);
-    let Some((title, status)) = incident else {
-        return page(StatusCode::NOT_FOUND, "Not found", "The notification no longer exists.", None);
+    .await;
+    let (title, status) = match incident {
+        Ok(Some(found)) => found,
+        Ok(None) => return page(StatusCode::NOT_FOUND, "Not found", "The notification no longer exists.", None),
+        Err(e) => return answer_problem(RespondError::Store(e.into())),
     };
     let (verb, button) = match answer {
         Answer::Accept => ("Accept", "Accept the incident"),
@@ -89,14 +98,11 @@ async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
 }
 
 async fn use_link(State(state): Shared, Path(link): Path<String>) -> Response {
-    let claim = match state.alerting.signer.verify(&link, now_ms()) {
-        Ok(claim) => claim,
-        Err(e) => return link_problem(&e),
+    let (notification, answer) = match read_link(&state, &link) {
+        Ok(read) => read,
+        Err(why) => return bad_link(why),
     };
-    let Some(answer) = answer_of(claim.action) else {
-        return page(StatusCode::FORBIDDEN, "This link does not work", "it is for a phone call", None);
-    };
-    match respond::respond(&state.db, claim.notification, answer, "link").await {
+    match respond::respond(&state.db, notification, answer, "link").await {
         Ok(said) => {
             state.alerting.wake.notify_one();
             page(StatusCode::OK, "Thank you", &said, None)

@@ -24,6 +24,8 @@ pub struct CheckState {
     pub confirm: i64,
     pub locations: String,
     pub timeout_ms: i64,
+    /// The escalation policy of its incidents.
+    pub policy: Option<String>,
 }
 
 impl CheckState {

@@ -373,7 +373,8 @@ pub async fn states(
     ids.dedup();
     let rows: Vec<serde_json::Value> = ids.iter().map(|id| serde_json::json!({ "id": id })).collect();
     let sql = format!(
-        "SELECT c.id, c.name, c.status, c.confirm, c.locations, c.timeout_ms FROM {} JOIN checks c ON c.id = r.id",
+        "SELECT c.id, c.name, c.status, c.confirm, c.locations, c.timeout_ms, c.policy FROM {} \
+         JOIN checks c ON c.id = r.id",
         dialect.json_rows(&[("id", Col::Int)])
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))

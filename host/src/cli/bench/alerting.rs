@@ -16,7 +16,7 @@ use tocsin_runtime::{Runtime, RuntimeConfig};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{AlertingArgs, other};
+use super::{AlertingArgs, bench_db, other, owned_checks};
 use crate::alerting::incidents::{self, Trigger};
 use crate::alerting::links::Signer;
 use crate::alerting::model::{Contact, ContactChannel, Gateway, Policy, Route, Step};
@@ -27,10 +27,9 @@ use crate::cli::CliError;
 use crate::cluster::ClusterConfig;
 use crate::ingest;
 use crate::metrics::Metrics;
-use crate::model::{CheckSpec, CheckStatus, now_ms};
-use crate::store::cluster::Handover;
+use crate::model::{CheckStatus, now_ms};
+use crate::store::Db;
 use crate::store::runs::NewRun;
-use crate::store::{self, Db};
 
 /// A webhook endpoint that reports each notification's incident as it arrives.
 async fn sink() -> Result<(String, mpsc::UnboundedReceiver<(String, Instant)>), CliError> {
@@ -94,10 +93,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn alerting_bench(args: AlertingArgs) -> Result<(), CliError> {
-    let dir = tempfile::tempdir().map_err(other)?;
-    let url =
-        args.database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
-    let db = Db::connect(&url).await.map_err(other)?;
+    let (_dir, db) = bench_db(args.database_url).await?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(std::env::temp_dir().join("tocsin-bench-plugin-cache")),
         ..RuntimeConfig::default()
@@ -121,19 +117,7 @@ pub async fn alerting_bench(args: AlertingArgs) -> Result<(), CliError> {
     // 1. Latency: one failing check at a time, from the ingest of its
     // failed run to the gateway's request.
     eprintln!("latency: {} confirmed failures, one at a time ({:?})", args.failures, db.backend);
-    let mut ids = Vec::with_capacity(args.failures);
-    let mut tx = db.writer().begin().await.map_err(other)?;
-    for i in 0..args.failures {
-        let spec: CheckSpec = serde_json::from_value(json!({
-            "name": format!("bench-{i}"), "plugin": "http", "target": "https://example.com", "paused": true, "confirm": 0
-        }))
-        .map_err(other)?;
-        ids.push(store::checks::create(&mut tx, &spec, "bench").await.map_err(other)?.id);
-    }
-    let handovers: Vec<Handover> =
-        ids.iter().map(|&check_id| Handover { check_id, node: "bench-node".into(), from_slot: 0 }).collect();
-    store::cluster::hand_over(&mut tx, &db, &handovers, now_ms()).await.map_err(other)?;
-    tx.commit().await.map_err(other)?;
+    let ids = owned_checks(&db, args.failures, 0).await?;
     let cluster = ClusterConfig::default();
     let mut latencies = Vec::with_capacity(args.failures);
     for (i, &check_id) in ids.iter().enumerate() {

@@ -3,36 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use super::{IngestArgs, other};
+use super::{IngestArgs, bench_db, other, owned_checks};
 use crate::cli::CliError;
 use crate::cluster::ClusterConfig;
 use crate::ingest;
-use crate::model::{CheckSpec, CheckStatus, Metric, now_ms};
-use crate::store::cluster::Handover;
+use crate::model::{CheckStatus, Metric, now_ms};
 use crate::store::runs::NewRun;
-use crate::store::{self, Db};
 
 pub async fn ingest_bench(args: IngestArgs) -> Result<(), CliError> {
-    let dir = tempfile::tempdir().map_err(other)?;
-    let url =
-        args.database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
-    let db = Db::connect(&url).await.map_err(other)?;
+    let (_dir, db) = bench_db(args.database_url).await?;
     eprintln!("creating {} checks on {:?}", args.checks, db.backend);
-    let run_tag = format!("{:x}", rand::random::<u32>());
-    let mut ids = Vec::with_capacity(args.checks);
-    let mut tx = db.writer().begin().await.map_err(other)?;
-    for i in 0..args.checks {
-        let spec: CheckSpec = serde_json::from_value(serde_json::json!({
-            "name": format!("bench-{run_tag}-{i}"), "plugin": "http", "target": "https://example.com", "paused": true
-        }))
-        .map_err(other)?;
-        ids.push(store::checks::create(&mut tx, &spec, "bench").await.map_err(other)?.id);
-    }
-    // Owned by one node from the start of time, so every run is accepted.
-    let handovers: Vec<Handover> =
-        ids.iter().map(|&check_id| Handover { check_id, node: "bench-node".into(), from_slot: 0 }).collect();
-    store::cluster::hand_over(&mut tx, &db, &handovers, now_ms()).await.map_err(other)?;
-    tx.commit().await.map_err(other)?;
+    let ids = owned_checks(&db, args.checks, 1).await?;
     let cluster = ClusterConfig::default();
 
     let metrics: Vec<Metric> =

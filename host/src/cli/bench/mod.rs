@@ -9,6 +9,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::CliError;
+use crate::model::{CheckSpec, now_ms};
+use crate::store::cluster::Handover;
+use crate::store::{self, Db};
 
 mod alerting;
 mod failover;
@@ -126,4 +129,33 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
 
 pub(super) fn other(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
+}
+
+/// The database at `url`, or a new SQLite file in a temporary directory
+/// (kept as long as the returned guard).
+pub(super) async fn bench_db(url: Option<String>) -> Result<(tempfile::TempDir, Db), CliError> {
+    let dir = tempfile::tempdir().map_err(other)?;
+    let url = url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
+    Ok((dir, Db::connect(&url).await.map_err(other)?))
+}
+
+/// `count` paused checks with `confirm` retests, owned by `bench-node` from
+/// the start of time so that every run a bench writes for them is accepted.
+pub(super) async fn owned_checks(db: &Db, count: usize, confirm: u32) -> Result<Vec<i64>, CliError> {
+    let run_tag = format!("{:x}", rand::random::<u32>());
+    let mut ids = Vec::with_capacity(count);
+    let mut tx = db.writer().begin().await.map_err(other)?;
+    for i in 0..count {
+        let spec: CheckSpec = serde_json::from_value(serde_json::json!({
+            "name": format!("bench-{run_tag}-{i}"), "plugin": "http", "target": "https://example.com",
+            "paused": true, "confirm": confirm
+        }))
+        .map_err(other)?;
+        ids.push(store::checks::create(&mut tx, &spec, "bench").await.map_err(other)?.id);
+    }
+    let handovers: Vec<Handover> =
+        ids.iter().map(|&check_id| Handover { check_id, node: "bench-node".into(), from_slot: 0 }).collect();
+    store::cluster::hand_over(&mut tx, db, &handovers, now_ms()).await.map_err(other)?;
+    tx.commit().await.map_err(other)?;
+    Ok(ids)
 }
