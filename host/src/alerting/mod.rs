@@ -76,12 +76,16 @@ impl Default for Rules {
 /// How many notifications one controller delivers at once.
 const CONCURRENT_DELIVERIES: usize = 32;
 const POLL: Duration = Duration::from_millis(200);
+/// How often leases that lapsed (their worker died) are looked for: a
+/// write, so not on every round; leases last 90 s anyway.
+const RECOVER: Duration = Duration::from_secs(5);
 
 /// Advances escalations whose step is over, releases suppressed ones, and
 /// delivers the outbox, until `cancel`.
 pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, cancel: CancellationToken) {
     let mut deliveries = tokio::task::JoinSet::new();
     let mut escalated = tokio::time::Instant::now() - POLL;
+    let mut recovered = tokio::time::Instant::now() - RECOVER;
     let mut woken = true;
     loop {
         // Escalations on every round of the clock or when woken, not after
@@ -91,10 +95,13 @@ pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, c
             if let Err(e) = escalate(&db).await {
                 tracing::warn!(error = %e, "advancing escalations failed");
             }
+            escalated = tokio::time::Instant::now();
+        }
+        if recovered.elapsed() >= RECOVER {
             if let Err(e) = outbox::recover(&db, now_ms()).await {
                 tracing::warn!(error = %e, "recovering lapsed deliveries failed");
             }
-            escalated = tokio::time::Instant::now();
+            recovered = tokio::time::Instant::now();
         }
         // Claim in batches, not one row per finished delivery.
         let room = CONCURRENT_DELIVERIES.saturating_sub(deliveries.len()) as i64;
@@ -132,12 +139,15 @@ async fn escalate(db: &Db) -> crate::store::Result<()> {
         escalation::advance(&mut tx, &row, escalation::Ended::TimedOut, now).await?;
         tx.commit().await?;
     }
+    // Still held back is the common answer: read it without taking the
+    // (on SQLite, only) writer.
+    let mut reader = db.reader().acquire().await?;
     for (incident, source) in held {
-        let mut tx = db.writer().begin().await?;
-        if suppress::why_suppressed(&mut tx, &source, now).await?.is_none() {
+        if suppress::why_suppressed(&mut reader, &source, now).await?.is_none() {
+            let mut tx = db.writer().begin().await?;
             escalation::release(&mut tx, incident, now).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
     }
     Ok(())
 }
