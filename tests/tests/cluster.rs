@@ -342,14 +342,19 @@ fn a_node_cut_off_from_the_target_is_overruled_by_another_location() {
         .collect();
     assert!(!from_edge.is_empty(), "some checks run from the cut-off node");
     for check in &from_edge {
-        let runs = runs_of(check);
-        let runs = runs.as_array().unwrap();
-        let down = runs
-            .iter()
-            .find(|r| r["seq"] == 0 && r["node"] == "edge" && r["status"] == "down")
-            .expect("the cut-off node sees it down");
-        let retest = runs.iter().find(|r| r["seq"] == 1 && r["slot"] == down["slot"]);
-        let retest = retest.unwrap_or_else(|| panic!("{check}: no retest of slot {}", down["slot"]));
+        // The newest failure's retest may still be on its way: take a
+        // failure whose retest has arrived, waiting for one if need be.
+        let failure_and_retest = || {
+            let runs = runs_of(check);
+            let runs = runs.as_array().unwrap().clone();
+            runs.iter()
+                .filter(|r| r["seq"] == 0 && r["node"] == "edge" && r["status"] == "down")
+                .find_map(|down| runs.iter().find(|r| r["seq"] == 1 && r["slot"] == down["slot"]).cloned())
+        };
+        wait_until("a failure seen from the cut-off node is retested", Duration::from_secs(30), || {
+            failure_and_retest().is_some()
+        });
+        let retest = failure_and_retest().unwrap_or_else(|| panic!("{check}: no retest of a failure from edge"));
         assert_eq!(
             (retest["node"].as_str(), retest["status"].as_str(), retest["attempt"].as_str()),
             (Some("a"), Some("up"), Some("confirmation"))
