@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 pub use tocsin_testkit::process::{Proc, binary};
 pub use tocsin_testkit::{Backend, PgCluster, TestDb};
 
+pub mod browser;
 pub mod cluster;
+pub mod watchdog;
 
 /// A running `tocsin serve`.
 pub struct Server {

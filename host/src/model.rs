@@ -316,10 +316,15 @@ pub struct Node {
     pub name: String,
     pub location: String,
     pub version: String,
-    /// `active`, `returning`, `suspect`, `dead` or `draining`.
+    /// `active`, `returning`, `suspect`, `dead`, `draining` or `evicted`.
     pub state: crate::cluster::NodeState,
     /// Checks it owns.
     pub load: i64,
+    /// Its scheduled runs of slots in the last minute (database clock). Far
+    /// below `expected_last_minute` on a node that heartbeats: it is wedged.
+    pub runs_last_minute: i64,
+    /// The scheduled runs a minute its checks call for.
+    pub expected_last_minute: i64,
     /// What it said in its last heartbeat: runs in flight, results buffered.
     #[schema(value_type = Object)]
     pub stats: serde_json::Value,

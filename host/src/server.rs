@@ -51,6 +51,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    #[cfg(feature = "testing")]
+    api::testing::from_env()?;
     let db = match &config.database_url {
         Some(url) => {
             Db::connect(url.expose()).await.with_context(|| format!("opening the database {}", url.redacted_url()))?

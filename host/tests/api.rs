@@ -18,6 +18,7 @@ both!(
     plugins_upload_show_and_delete,
     apply_is_idempotent_and_shows_its_plan,
     operations_endpoints,
+    check_changes_reach_the_node_and_the_watchdog_levers_work,
 );
 
 fn http_check(name: &str, target: &str) -> Value {
@@ -534,5 +535,54 @@ async fn operations_endpoints(backend: Backend) {
     let nodes = app.get("/api/v1/nodes").await;
     assert_eq!(nodes[0]["name"], "test-node");
     assert_eq!(nodes[0]["location"], "test");
+    app.stop().await;
+}
+
+async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let site = target_site().await;
+
+    // The lease, revoked with the epoch the watchdog saw, to a healthy
+    // controller (here the same one, which takes it up afresh).
+    let cluster = app.get("/api/v1/cluster").await;
+    let epoch = cluster["epoch"].as_i64().unwrap();
+    let me = cluster["answered_by"].as_str().unwrap().to_string();
+    let stale = json!({"epoch": epoch - 1, "to": me, "reason": "test", "agreed_by": ["w1"]});
+    let (status, body) = app.call(Method::POST, "/api/v1/cluster/lease/revoke", Some(stale)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["message"], format!("the scheduling lease moved on: epoch is now {epoch} (held by {me})"));
+    let current = json!({"epoch": epoch, "to": me, "reason": "wedged", "agreed_by": ["w1", "w2"]});
+    let (status, revoked) = app.call(Method::POST, "/api/v1/cluster/lease/revoke", Some(current)).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!((revoked["scheduler"].as_str(), revoked["epoch"].as_i64()), (Some(me.as_str()), Some(epoch + 1)));
+    let audit = app.get("/api/v1/audit?limit=1").await;
+    assert_eq!(audit[0]["action"], "lease.revoke");
+    assert_eq!(audit[0]["before"], json!({"holder": me, "epoch": epoch}));
+    assert_eq!(audit[0]["after"]["agreed_by"], json!(["w1", "w2"]));
+
+    // The new holder schedules, and a check's change reaches its node.
+    let (status, _) = app.call(Method::POST, "/api/v1/checks", Some(http_check("web", &format!("{site}/")))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.wait_until(Duration::from_secs(20), async || app.get("/api/v1/checks/web").await["status"] == "up").await;
+    let nodes = app.get("/api/v1/nodes").await;
+    assert_eq!(nodes[0]["expected_last_minute"], 60, "{nodes}");
+    assert!(nodes[0]["runs_last_minute"].as_i64().unwrap() >= 1, "{nodes}");
+    let (status, _) =
+        app.call(Method::PUT, "/api/v1/checks/web", Some(http_check("web", &format!("{site}/down")))).await;
+    assert_eq!(status, StatusCode::OK);
+    app.wait_until(Duration::from_secs(20), async || app.get("/api/v1/checks/web").await["status"] == "down").await;
+
+    // Eviction, audited with its reason, until resumed.
+    let id = nodes[0]["id"].as_str().unwrap().to_string();
+    let (status, _) = app.call(Method::POST, "/api/v1/nodes/nobody/evict", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let reason = json!({"reason": "runs nothing", "agreed_by": ["w1"]});
+    let (status, node) = app.call(Method::POST, &format!("/api/v1/nodes/{id}/evict"), Some(reason.clone())).await;
+    assert_eq!((status, node["state"].as_str()), (StatusCode::OK, Some("evicted")), "{node}");
+    let audit = app.get("/api/v1/audit?limit=1").await;
+    assert_eq!((audit[0]["action"].as_str(), &audit[0]["after"]), (Some("node.evict"), &reason));
+    let (status, node) = app.call(Method::POST, &format!("/api/v1/nodes/{id}/resume"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(node["state"], "evicted");
     app.stop().await;
 }

@@ -21,6 +21,7 @@ both!(
     history_is_rolled_up_and_pruned,
     the_database_clock_is_used,
     the_scheduling_lease_is_exclusive_and_fenced,
+    revoking_the_lease_is_fenced_by_its_epoch,
 );
 
 const CLUSTER: ClusterConfig = ClusterConfig {
@@ -212,7 +213,9 @@ async fn the_scheduling_lease_is_exclusive_and_fenced(backend: Backend) {
     assert!(store::cluster::fence(&mut tx, "scheduler", "one", 1).await.unwrap());
     tx.commit().await.unwrap();
 
-    store::cluster::revoke_lease(&db, "scheduler").await.unwrap();
+    let mut tx = db.writer().begin().await.unwrap();
+    store::cluster::revoke_lease(&mut tx, db.dialect(), "scheduler", 1, None, 10_000).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
     let taken = store::cluster::acquire_lease(&db, "scheduler", "two", 10_000).await.unwrap();
     assert_eq!((taken.holder.as_str(), taken.epoch), ("two", 3), "revoking and taking each move the epoch on");
     let mut tx = db.writer().begin().await.unwrap();
@@ -224,4 +227,36 @@ async fn the_scheduling_lease_is_exclusive_and_fenced(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let after = store::cluster::acquire_lease(&db, "other", "two", 10_000).await.unwrap();
     assert_eq!((after.holder.as_str(), after.epoch), ("two", short.epoch + 1));
+}
+
+async fn revoking_the_lease_is_fenced_by_its_epoch(backend: Backend) {
+    let (db, _guard) = db(backend).await;
+    let held = store::cluster::acquire_lease(&db, "scheduler", "one", 10_000).await.unwrap();
+    let revoke = async |epoch: i64| {
+        let mut tx = db.writer().begin().await.unwrap();
+        let done =
+            store::cluster::revoke_lease(&mut tx, db.dialect(), "scheduler", epoch, Some("two"), 10_000).await.unwrap();
+        tx.commit().await.unwrap();
+        done
+    };
+
+    // A watchdog that saw an older epoch hits nobody.
+    assert_eq!(revoke(held.epoch - 1).await, None);
+    assert_eq!(store::cluster::lease(&db, "scheduler").await.unwrap(), Some(held.clone()), "nothing changed");
+
+    let (before, after) = revoke(held.epoch).await.expect("the epoch is current");
+    assert_eq!(before, held);
+    assert_eq!((after.holder.as_str(), after.epoch), ("two", held.epoch + 1));
+    assert!(after.expires_at > db.now_ms().await.unwrap(), "handed over live, not lapsed");
+    let renewed = store::cluster::acquire_lease(&db, "scheduler", "two", 10_000).await.unwrap();
+    assert_eq!((renewed.holder.as_str(), renewed.epoch), ("two", held.epoch + 1), "the new holder renews it");
+    let refused = store::cluster::acquire_lease(&db, "scheduler", "one", 10_000).await.unwrap();
+    assert_eq!(refused.holder, "two", "the old holder cannot take it back");
+    let mut tx = db.writer().begin().await.unwrap();
+    assert!(
+        !store::cluster::fence(&mut tx, "scheduler", "one", held.epoch).await.unwrap(),
+        "the old holder is fenced off"
+    );
+    assert!(store::cluster::fence(&mut tx, "scheduler", "two", held.epoch + 1).await.unwrap());
+    drop(tx);
 }

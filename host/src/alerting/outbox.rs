@@ -208,8 +208,8 @@ impl Deliverer {
             Err(e) => return Outcome::Failed { message: e.to_string(), retry: false, failover: true },
         };
         let mut grants: Vec<Grant> = gateway.allow.iter().filter_map(|g| g.parse().ok()).collect();
-        grants.extend(directory::implied_grants(&gateway.config));
-        grants.extend(directory::implied_grants(&directory::schema_defaults(&plugin.info().config_schema)));
+        grants.extend(tocsin_runtime::implied_grants(&gateway.config));
+        grants.extend(tocsin_runtime::implied_grants(&tocsin_runtime::schema_defaults(&plugin.info().config_schema)));
         let report = plugin
             .deliver(DeliveryCall {
                 config: gateway.config.to_string(),

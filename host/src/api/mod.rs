@@ -22,6 +22,8 @@ mod plugins;
 mod respond;
 mod runs;
 mod silences;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tokens;
 
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let doc = Arc::new(doc);
+    #[cfg(feature = "testing")]
+    let api = api.route("/api/v1/testing/failpoints/{name}", axum::routing::put(testing::set_failpoint));
     api.route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))

@@ -1,5 +1,5 @@
 //! `tocsin node`: run a probe node (`tocsin node --controller URL --location
-//! NAME`), or manage nodes (`list`, `drain`, `resume`, `rm`).
+//! NAME`), or manage nodes (`list`, `drain`, `evict`, `resume`, `rm`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,7 +38,15 @@ pub enum NodeCommand {
     List,
     /// Move a node's checks to other nodes before maintenance.
     Drain { id: String },
-    /// Let a drained node take checks again.
+    /// Take every check from a node at once (one that heartbeats but runs
+    /// nothing); it owns nothing until resumed.
+    Evict {
+        id: String,
+        /// Why, for the audit trail.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let a drained or evicted node take checks again.
     Resume { id: String },
     /// Forget a node that owns no check (a replaced machine).
     Rm { id: String },
@@ -105,13 +113,18 @@ async fn manage(client: &Client, out: Output, command: NodeCommand) -> Result<()
             let nodes: Vec<Node> = client.get("/api/v1/nodes").await?;
             print(out, &nodes, header, rows);
         }
-        NodeCommand::Drain { id } | NodeCommand::Resume { id } if id.is_empty() => {
+        NodeCommand::Drain { id } | NodeCommand::Evict { id, .. } | NodeCommand::Resume { id } if id.is_empty() => {
             return Err(CliError::Usage("name the node by its id (see tocsin node list)".into()));
         }
         NodeCommand::Drain { id } => {
             let node: Node = client
                 .call(Method::POST, &format!("/api/v1/nodes/{}/drain", super::commands::urlencode(&id)), Payload::None)
                 .await?;
+            print(out, &vec![node], header, rows);
+        }
+        NodeCommand::Evict { id, reason } => {
+            let path = format!("/api/v1/nodes/{}/evict", super::commands::urlencode(&id));
+            let node: Node = client.send(Method::POST, &path, &serde_json::json!({ "reason": reason })).await?;
             print(out, &vec![node], header, rows);
         }
         NodeCommand::Resume { id } => {

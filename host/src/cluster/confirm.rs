@@ -47,7 +47,7 @@ pub async fn request(
     let now_sql = db.dialect().now_ms;
     let sql = format!(
         "SELECT id, location, {now_sql} FROM nodes \
-         WHERE drained = 0 AND last_heartbeat >= {now_sql} - $1 AND location <> $2 ORDER BY id"
+         WHERE drained = 0 AND evicted = 0 AND last_heartbeat >= {now_sql} - $1 AND location <> $2 ORDER BY id"
     );
     let nodes: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(config.dead_after_ms())

@@ -31,6 +31,11 @@ const TICK: Duration = Duration::from_millis(250);
 const HANDOVER_MARGIN_MS: i64 = 3_000;
 /// Handbacks are looked for this often even when nothing else changed.
 const REPLAN: Duration = Duration::from_secs(5);
+/// How far before the newest change already delivered a check's change is
+/// still delivered again: `updated_at` is the writing controller's clock
+/// at the start of its transaction, so a change that commits late, or comes
+/// from a controller whose clock is behind, can be older than one seen.
+const REDELIVER_MS: i64 = 10_000;
 
 pub struct Coordinator {
     pub db: Db,
@@ -55,6 +60,12 @@ struct Leader {
     checks_version: Option<(i64, Option<i64>)>,
     owners: HashMap<i64, String>,
     last_plan: Option<(Instant, u64)>,
+    /// The newest `updated_at` of a check whose owners were told; none
+    /// until the first pass, which tells every owner (a previous holder may
+    /// have died before it did).
+    delivered: Option<Millis>,
+    /// A fenced write failed: the lease moved on, so look at it again now.
+    fenced_off: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,7 +82,7 @@ impl Coordinator {
         let renew_every = self.config.lease_ttl / 3;
         let mut changed = false;
         loop {
-            if renewed.is_none_or(|t| t.elapsed() >= renew_every) || leader.is_none() {
+            if renewed.is_none_or(|t| t.elapsed() >= renew_every) || leader.as_ref().is_none_or(|l| l.fenced_off) {
                 match store::cluster::acquire_lease(
                     &self.db,
                     SCHEDULER_LEASE,
@@ -80,8 +91,14 @@ impl Coordinator {
                 )
                 .await
                 {
+                    // Also the way in for a controller the lease was handed
+                    // to (revoked from a wedged holder): it finds itself the
+                    // holder with an epoch it did not take, and starts afresh.
                     Ok(lease) if lease.holder == self.me => {
                         renewed = Some(Instant::now());
+                        if let Some(l) = leader.as_mut() {
+                            l.fenced_off = false;
+                        }
                         if leader.as_ref().is_none_or(|l| l.epoch != lease.epoch) {
                             tracing::info!(controller = %self.me, epoch = lease.epoch, "holding the scheduling lease");
                             leader = Some(Leader {
@@ -91,6 +108,8 @@ impl Coordinator {
                                 checks_version: None,
                                 owners: HashMap::new(),
                                 last_plan: None,
+                                delivered: None,
+                                fenced_off: false,
                             });
                             match store::cluster::owners(&self.db).await {
                                 Ok(owners) => {
@@ -140,6 +159,9 @@ impl Coordinator {
     }
 
     async fn tick(&self, leader: &mut Leader, changed: bool) -> store::Result<()> {
+        // A wedged holder: keeps its lease and answers, plans and delivers nothing.
+        #[cfg(feature = "testing")]
+        fail::fail_point!("scheduler-wedged", |_| Ok(()));
         ingest::decide_expired(&self.db, &self.rules).await?;
         let version: (i64, Option<i64>) =
             sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM checks").fetch_one(self.db.reader()).await?;
@@ -148,6 +170,9 @@ impl Coordinator {
             leader.checks = sqlx::query_as("SELECT id, locations, interval_ms FROM checks WHERE paused = 0")
                 .fetch_all(self.db.reader())
                 .await?;
+            if !self.deliver_changes(leader, version.1).await? {
+                return Ok(());
+            }
             leader.checks_version = Some(version);
         }
         let (nodes, now) = store::cluster::nodes(&self.db).await?;
@@ -177,8 +202,11 @@ impl Coordinator {
             return Ok(());
         }
 
-        let alive =
-            |id: &str| nodes.iter().any(|n| n.id == id && now - n.last_heartbeat <= self.config.dead_after_ms());
+        // An evicted owner is as good as dead: its checks resume at once,
+        // not at a handover boundary it would be trusted to keep.
+        let alive = |id: &str| {
+            nodes.iter().any(|n| n.id == id && n.evicted == 0 && now - n.last_heartbeat <= self.config.dead_after_ms())
+        };
         let intervals: HashMap<i64, i64> = leader.checks.iter().map(|c| (c.id, c.interval_ms)).collect();
         let lost: Vec<i64> =
             moves.iter().filter(|m| m.from.as_deref().is_some_and(|f| !alive(f))).map(|m| m.check_id).collect();
@@ -205,6 +233,7 @@ impl Coordinator {
         if !store::cluster::fence(&mut tx, SCHEDULER_LEASE, &self.me, leader.epoch).await? {
             tracing::warn!(controller = %self.me, epoch = leader.epoch, "the scheduling lease moved on; not applying the plan");
             leader.judge_from = None;
+            leader.fenced_off = true;
             return Ok(());
         }
         store::cluster::hand_over(&mut tx, &self.db, &handovers, now).await?;
@@ -228,13 +257,35 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Tells the owners of checks changed since the last delivery (all of
+    /// them, the first time) to fetch their work again, and drops the
+    /// assignments of deleted checks, in a transaction fenced by the lease.
+    /// False when the lease moved on.
+    async fn deliver_changes(&self, leader: &mut Leader, newest: Option<Millis>) -> store::Result<bool> {
+        let since = leader.delivered.map_or(i64::MIN, |d| d - REDELIVER_MS);
+        let mut tx = self.db.writer().begin().await?;
+        if !store::cluster::fence(&mut tx, SCHEDULER_LEASE, &self.me, leader.epoch).await? {
+            tracing::warn!(controller = %self.me, epoch = leader.epoch, "the scheduling lease moved on; not delivering check changes");
+            leader.judge_from = None;
+            leader.fenced_off = true;
+            return Ok(false);
+        }
+        let told = store::cluster::bump_owners(&mut tx, since).await?;
+        let dropped = store::cluster::drop_orphans(&mut tx).await?;
+        tx.commit().await?;
+        self.bulletin.poke();
+        leader.delivered = leader.delivered.max(newest);
+        tracing::debug!(nodes = told, dropped, "check changes delivered");
+        Ok(true)
+    }
+
     fn view(&self, node: &NodeRow, now: Millis, judging: bool) -> NodeView {
         let state = NodeState::of(node, now, &self.config);
         let alive = state != NodeState::Dead || !judging;
         NodeView {
             id: node.id.clone(),
             location: node.location.clone(),
-            eligible: alive && node.drained == 0,
+            eligible: alive && node.drained == 0 && node.evicted == 0,
             settled: state == NodeState::Active,
         }
     }

@@ -77,12 +77,19 @@ pub enum NodeState {
     Dead,
     /// Asked to give its checks away.
     Draining,
+    /// Evicted by the watchdog or an operator: owns nothing until resumed,
+    /// however well it heartbeats.
+    Evicted,
 }
 
 impl NodeState {
     pub fn of(node: &NodeRow, now: Millis, config: &ClusterConfig) -> NodeState {
         let silent = now - node.last_heartbeat;
-        if silent > config.dead_after_ms() {
+        // Before Dead: an evicted node stays out when it comes back, so
+        // that is what an operator needs to see.
+        if node.evicted != 0 {
+            NodeState::Evicted
+        } else if silent > config.dead_after_ms() {
             NodeState::Dead
         } else if node.drained != 0 {
             NodeState::Draining
@@ -98,3 +105,30 @@ impl NodeState {
 
 /// The name of the scheduling lease.
 pub const SCHEDULER_LEASE: &str = "scheduler";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_evicted_node_is_evicted_whatever_else_it_is() {
+        let config = ClusterConfig::default();
+        let node = NodeRow {
+            id: "n".into(),
+            name: "n".into(),
+            location: "here".into(),
+            version: "0".into(),
+            drained: 1,
+            evicted: 1,
+            registered_at: 0,
+            last_heartbeat: 0,
+            healthy_since: 0,
+            work_version: 0,
+            stats: "{}".into(),
+        };
+        assert_eq!(NodeState::of(&node, 60_000, &config), NodeState::Evicted, "silent and drained too");
+        assert_eq!(NodeState::of(&node, 500, &config), NodeState::Evicted, "heartbeating");
+        let resumed = NodeRow { drained: 0, evicted: 0, ..node };
+        assert_eq!(NodeState::of(&resumed, 60_000, &config), NodeState::Dead);
+    }
+}

@@ -4,7 +4,7 @@
 
 use sqlx::AnyConnection;
 
-use super::{Col, Db, Result};
+use super::{Col, Db, Dialect, Result};
 use crate::model::Millis;
 
 /// A lease as held: the fencing epoch and when it lapses (database clock).
@@ -63,14 +63,46 @@ pub async fn release_lease(db: &Db, name: &str, holder: &str) -> Result<()> {
     Ok(())
 }
 
-/// Revokes a lease whoever holds it, bumping its epoch so the holder's
-/// fenced writes fail (the watchdog's lever for a wedged controller).
-pub async fn revoke_lease(db: &Db, name: &str) -> Result<()> {
-    sqlx::query("UPDATE leases SET expires_at = 0, epoch = epoch + 1, holder = '' WHERE name = $1")
+/// Takes lease `name` from whoever holds it, but only while it still has
+/// `epoch`: the watchdog's lever for a wedged holder, which must not hit a
+/// holder that took over since the watchdog looked. Hands it to `to` at
+/// once (for `ttl_ms`, from the database clock), or to nobody (lapsed, for
+/// the first to take). The epoch moves on either way, so the old holder's
+/// fenced writes fail. Returns the lease as it was and as it now is, or
+/// `None` when it no longer has `epoch` (nothing changed).
+pub async fn revoke_lease(
+    conn: &mut AnyConnection,
+    dialect: &Dialect,
+    name: &str,
+    epoch: i64,
+    to: Option<&str>,
+    ttl_ms: i64,
+) -> Result<Option<(Lease, Lease)>> {
+    // Locks the row first, so what is read next is what is replaced.
+    let held = sqlx::query("UPDATE leases SET expires_at = expires_at WHERE name = $1 AND epoch = $2")
         .bind(name)
-        .execute(db.writer())
+        .bind(epoch)
+        .execute(&mut *conn)
         .await?;
-    Ok(())
+    if held.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let before = lease_in(conn, name).await?.expect("the lease row was just locked");
+    let expires = if to.is_some() { format!("{} + $3", dialect.now_ms) } else { "0".to_string() };
+    let sql = format!("UPDATE leases SET holder = $2, epoch = epoch + 1, expires_at = {expires} WHERE name = $1");
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(to.unwrap_or(""));
+    if to.is_some() { query.bind(ttl_ms) } else { query }.execute(&mut *conn).await?;
+    let after = lease_in(conn, name).await?.expect("the lease row was just updated");
+    Ok(Some((before, after)))
+}
+
+async fn lease_in(conn: &mut AnyConnection, name: &str) -> Result<Option<Lease>> {
+    let row: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT holder, epoch, expires_at FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(holder, epoch, expires_at)| Lease { holder, epoch, expires_at }))
 }
 
 /// A node's row, with the database clock at the time it was read.
@@ -81,6 +113,8 @@ pub struct NodeRow {
     pub location: String,
     pub version: String,
     pub drained: i64,
+    /// Evicted by the watchdog or an operator: owns nothing until resumed.
+    pub evicted: i64,
     pub registered_at: i64,
     pub last_heartbeat: i64,
     pub healthy_since: i64,
@@ -88,8 +122,8 @@ pub struct NodeRow {
     pub stats: String,
 }
 
-const NODE_COLUMNS: &str =
-    "id, name, location, version, drained, registered_at, last_heartbeat, healthy_since, work_version, stats";
+const NODE_COLUMNS: &str = "id, name, location, version, drained, evicted, registered_at, last_heartbeat, \
+                            healthy_since, work_version, stats";
 
 /// Every node, and the database clock now.
 pub async fn nodes(db: &Db) -> Result<(Vec<NodeRow>, Millis)> {
@@ -145,12 +179,24 @@ pub async fn heartbeat(db: &Db, id: &str, stats: &str, dead_after_ms: i64) -> Re
         .await?)
 }
 
-pub async fn set_drained(db: &Db, id: &str, drained: bool) -> Result<bool> {
-    let done = sqlx::query("UPDATE nodes SET drained = $2 WHERE id = $1")
-        .bind(id)
-        .bind(drained as i64)
-        .execute(db.writer())
-        .await?;
+/// Asks node `id` to give its checks away; false for an unknown node.
+pub async fn drain(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    set_flags(conn, id, "drained = 1").await
+}
+
+/// Takes every check from node `id` at once, as from a dead node.
+pub async fn evict(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    set_flags(conn, id, "evicted = 1").await
+}
+
+/// Lets a drained or evicted node take checks again.
+pub async fn resume(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    set_flags(conn, id, "drained = 0, evicted = 0").await
+}
+
+async fn set_flags(conn: &mut AnyConnection, id: &str, set: &'static str) -> Result<bool> {
+    let sql = format!("UPDATE nodes SET {set} WHERE id = $1");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -167,6 +213,26 @@ pub async fn remove_node(db: &Db, id: &str) -> Result<bool> {
 /// How many checks each node owns.
 pub async fn loads(db: &Db) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as("SELECT node_id, COUNT(*) FROM assignments GROUP BY node_id").fetch_all(db.reader()).await?)
+}
+
+/// Scheduled runs (seq 0) of slots after `since`, by the node (its name,
+/// as runs record it) and location that ran them.
+pub async fn runs_since(db: &Db, since: Millis) -> Result<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as("SELECT node, location, COUNT(*) FROM runs WHERE slot > $1 AND seq = 0 GROUP BY node, location")
+        .bind(since)
+        .fetch_all(db.reader())
+        .await?)
+}
+
+/// How many scheduled runs a minute each node owes: for each active check
+/// it owns, the whole number of its intervals in a minute.
+pub async fn expected_per_minute(db: &Db) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT a.node_id, CAST(SUM(60000 / c.interval_ms) AS BIGINT) \
+         FROM assignments a JOIN checks c ON c.id = a.check_id WHERE c.paused = 0 GROUP BY a.node_id",
+    )
+    .fetch_all(db.reader())
+    .await?)
 }
 
 /// Every node's work version, for the long-polls of `/node/work`.
@@ -228,13 +294,33 @@ pub async fn hand_over(conn: &mut AnyConnection, db: &Db, handovers: &[Handover]
     Ok(())
 }
 
-/// Drops assignments of checks that no longer exist.
+/// Drops assignments of checks that no longer exist, bumping the work
+/// version of the nodes that were running them so they stop.
 pub async fn drop_orphans(conn: &mut AnyConnection) -> Result<u64> {
+    const ORPHANS: &str = "FROM assignments a WHERE NOT EXISTS (SELECT 1 FROM checks c WHERE c.id = a.check_id)";
+    let sql = format!(
+        "UPDATE nodes SET work_version = work_version + 1 \
+         WHERE id IN (SELECT a.node_id {ORPHANS}) OR id IN (SELECT a.prev_node {ORPHANS})"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
     let done = sqlx::query(
         "DELETE FROM assignments WHERE NOT EXISTS (SELECT 1 FROM checks c WHERE c.id = assignments.check_id)",
     )
     .execute(conn)
     .await?;
+    Ok(done.rows_affected())
+}
+
+/// Bumps the work version of every node that owns, or is handing over, a
+/// check changed after `since` (`updated_at`), so it fetches the new
+/// definition. Returns how many nodes.
+pub async fn bump_owners(conn: &mut AnyConnection, since: Millis) -> Result<u64> {
+    const CHANGED: &str = "FROM assignments a JOIN checks c ON c.id = a.check_id WHERE c.updated_at > $1";
+    let sql = format!(
+        "UPDATE nodes SET work_version = work_version + 1 \
+         WHERE id IN (SELECT a.node_id {CHANGED}) OR id IN (SELECT a.prev_node {CHANGED})"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since).execute(conn).await?;
     Ok(done.rows_affected())
 }
 

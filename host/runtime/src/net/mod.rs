@@ -13,8 +13,11 @@
 
 pub(crate) mod dns;
 pub(crate) mod http;
+mod implied;
 pub(crate) mod tcp;
 pub(crate) mod tls;
+
+pub use implied::{implied_grants, schema_defaults};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
