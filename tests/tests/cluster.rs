@@ -325,6 +325,11 @@ fn a_node_cut_off_from_the_target_is_overruled_by_another_location() {
     let cut_off =
         node("edge", "isolated", &dir.path().join("edge"), &[&controller.url], &node_token, Some(&netns.name));
     let healthy = node("a", "eu", &dir.path().join("a"), &[&controller.url], &node_token, None);
+    // A failure can be retested only once another location has a node: a
+    // check run from edge before `a` enrolled would have none.
+    wait_until("both nodes are enrolled", Duration::from_secs(30), || {
+        loads(&controller.url, &controller.token).len() == 2
+    });
     let checks = names(8);
     add_checks(
         &controller.url,
@@ -351,9 +356,11 @@ fn a_node_cut_off_from_the_target_is_overruled_by_another_location() {
                 .filter(|r| r["seq"] == 0 && r["node"] == "edge" && r["status"] == "down")
                 .find_map(|down| runs.iter().find(|r| r["seq"] == 1 && r["slot"] == down["slot"]).cloned())
         };
-        wait_until("a failure seen from the cut-off node is retested", Duration::from_secs(30), || {
-            failure_and_retest().is_some()
-        });
+        wait_until(
+            &format!("{check}: a failure seen from the cut-off node is retested"),
+            Duration::from_secs(30),
+            || failure_and_retest().is_some(),
+        );
         let retest = failure_and_retest().unwrap_or_else(|| panic!("{check}: no retest of a failure from edge"));
         assert_eq!(
             (retest["node"].as_str(), retest["status"].as_str(), retest["attempt"].as_str()),

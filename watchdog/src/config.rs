@@ -296,6 +296,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let c = parse(include_str!("../watchdog.example.toml")).unwrap();
+        assert_eq!(c.notify.len(), 1);
+        assert_eq!(c.canary.unwrap().locations, vec!["local".to_string()]);
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let e = parse(&format!("{GOOD}colour = \"red\"\n")).unwrap_err().to_string();
         assert!(e.contains("unknown field `colour`"), "{e}");

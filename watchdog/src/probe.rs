@@ -299,3 +299,58 @@ async fn database(url: &str, watchdog: &str, timeout: Duration) -> Result<Durati
         Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::Canary;
+
+    fn config() -> Config {
+        toml::from_str(
+            "name = \"w1\"\nlisten = \"127.0.0.1:0\"\ncontrollers = [\"http://127.0.0.1:1\"]\ntoken = \"t\"\n",
+        )
+        .unwrap()
+    }
+
+    fn node(state: &str, runs: i64) -> Node {
+        Node {
+            id: "id-1".into(),
+            name: "n1".into(),
+            location: "eu".into(),
+            state: state.into(),
+            load: 3,
+            runs_last_minute: runs,
+            expected_last_minute: 60,
+        }
+    }
+
+    #[test]
+    fn a_node_that_heartbeats_but_runs_nothing_is_wedged_and_evicted() {
+        let config = config();
+        let mut prober =
+            Prober::new(Platform::new(config.token.clone(), Duration::from_secs(1)), Duration::from_secs(1));
+        let judge = |prober: &mut Prober, n: Node, now| {
+            let mut out = Vec::new();
+            prober.judge_nodes(&[n], &config, now, &mut out);
+            out
+        };
+        assert_eq!(judge(&mut prober, node("active", 58), 0)[0].health, Health::Up);
+        // Too few runs, but not for long yet: still up.
+        assert_eq!(judge(&mut prober, node("active", 5), 1_000)[0].health, Health::Up);
+        let seen = judge(&mut prober, node("active", 5), 1_000 + WEDGED_AFTER_MS);
+        assert_eq!(seen[0].health, Health::Down);
+        assert!(seen[0].detail.contains("wedged: heartbeats but ran 5 of 60"), "{}", seen[0].detail);
+        assert_eq!(seen[1].id, "location:eu");
+        assert_eq!(seen[1].health, Health::Down);
+
+        let round = Round { observations: seen, nodes: Some(vec![node("active", 5)]), ..Round::default() };
+        let motions = crate::decide::motions(&round, &Canary::default(), &config, 0);
+        assert_eq!(
+            motions.iter().map(|m| m.proposal.clone()).collect::<Vec<_>>(),
+            vec![crate::model::Proposal::EvictNode { node_id: "id-1".into(), node: "n1".into() }]
+        );
+        // Once evicted it is not evicted again.
+        let round = Round { nodes: Some(vec![node("evicted", 0)]), ..round };
+        assert!(crate::decide::motions(&round, &Canary::default(), &config, 0).is_empty());
+    }
+}
