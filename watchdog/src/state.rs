@@ -236,7 +236,11 @@ async fn track_incident(
     match (open, o.health) {
         (None, Health::Up) => Ok(None),
         (None, health) => {
-            let title = format!("{} {}", o.name_for_people(), if health == Health::Down { "down" } else { "degraded" });
+            let title = format!(
+                "{} {}",
+                crate::page::name_for_people(&o.kind, &o.name),
+                if health == Health::Down { "down" } else { "degraded" }
+            );
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO incidents (component, title, severity, opened_at) VALUES (?1, ?2, ?3, ?4) RETURNING id",
             )
@@ -262,30 +266,13 @@ async fn track_incident(
             if health == Health::Down && from != Some(Health::Down) {
                 sqlx::query("UPDATE incidents SET severity = 'down', title = ?2 WHERE id = ?1")
                     .bind(id)
-                    .bind(format!("{} down", o.name_for_people()))
+                    .bind(format!("{} down", crate::page::name_for_people(&o.kind, &o.name)))
                     .execute(&mut **tx)
                     .await?;
             }
             event(id, format!("{}: {}", health.as_str(), o.detail)).execute(&mut **tx).await?;
             Ok(Some(id))
         }
-    }
-}
-
-impl Observation {
-    /// "Controller c1", "Node eu-1", "Database".
-    pub fn name_for_people(&self) -> String {
-        let kind = match self.kind.as_str() {
-            "controller" => "Controller",
-            "scheduler" => "Scheduler",
-            "database" => "Database",
-            "location" => "Location",
-            "node" => "Node",
-            "canary" => "Canary",
-            "watchdog" => "Watchdog",
-            other => other,
-        };
-        if self.name.is_empty() || self.name == self.kind { kind.to_string() } else { format!("{kind} {}", self.name) }
     }
 }
 

@@ -142,7 +142,7 @@ impl Watch {
         if self.notifier.is_empty() {
             return;
         }
-        let who = Observation::new(&t.kind, &t.name, t.to, "").name_for_people();
+        let who = crate::page::name_for_people(&t.kind, &t.name);
         let (event, title) = match t.to {
             Health::Up => ("recovered", format!("{who} recovered")),
             Health::Degraded => ("degraded", format!("{who} degraded")),
