@@ -87,6 +87,36 @@ impl Platform {
         });
         found.unwrap()
     }
+
+    /// Watchdogs w1, w2, ... on the host, one on each of the first ports;
+    /// every one of `ports` is a peer of each (the rest may be started
+    /// elsewhere).
+    fn watchdogs(&self, ports: &[u16], count: usize, canary: bool, alarm_url: &str) -> Vec<WatchdogProc> {
+        let names = ["w1", "w2", "w3"];
+        (0..count)
+            .map(|i| {
+                watchdog(
+                    &self.dir.path().join(names[i]),
+                    WatchdogSpec {
+                        name: names[i],
+                        port: ports[i],
+                        controllers: self.urls(),
+                        token: &self.token,
+                        database_url: canary.then_some(self.db_url.as_str()),
+                        peers: peer_urls(ports, i),
+                        canary: if canary { vec!["eu"] } else { vec![] },
+                        alarm_url: Some(alarm_url),
+                        netns: None,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// The other watchdogs' URLs, for watchdog `me`.
+fn peer_urls(ports: &[u16], me: usize) -> Vec<String> {
+    (0..ports.len()).filter(|j| *j != me).map(|j| format!("http://127.0.0.1:{}", ports[j])).collect()
 }
 
 fn all_up(w: &WatchdogProc, ids: &[&str]) -> bool {
@@ -100,27 +130,7 @@ fn killing_the_lease_holder_fails_over_and_raises_the_alarm() {
     let mut p = platform(&rt);
     let alarms = sink();
     let ports = [tocsin_testkit::free_port(), tocsin_testkit::free_port()];
-    let peer = |i: usize| vec![format!("http://127.0.0.1:{}", ports[1 - i])];
-    let watchdogs: Vec<WatchdogProc> = ["w1", "w2"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            watchdog(
-                &p.dir.path().join(name),
-                WatchdogSpec {
-                    name,
-                    port: ports[i],
-                    controllers: p.urls(),
-                    token: &p.token,
-                    database_url: Some(&p.db_url),
-                    peers: peer(i),
-                    canary: vec!["eu"],
-                    alarm_url: Some(&alarms.url),
-                    netns: None,
-                },
-            )
-        })
-        .collect();
+    let watchdogs = p.watchdogs(&ports, 2, true, &alarms.url);
     let holder = p.holder();
     let other = 1 - holder;
     let holder_id = format!("controller:{}", p.controllers[holder].url.trim_start_matches("http://"));
@@ -276,29 +286,8 @@ fn a_watchdog_cut_off_from_its_peers_never_acts_and_the_majority_does() {
     relay(&format!("{}:{other_port}", ns.host_ip), &format!("127.0.0.1:{other_port}"));
     let holder_port = p.controllers[holder].url.rsplit(':').next().unwrap().to_string();
     let ports = [tocsin_testkit::free_port(), tocsin_testkit::free_port(), tocsin_testkit::free_port()];
-    let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
-    let peers = |i: usize| (0..3).filter(|j| *j != i).map(url).collect::<Vec<_>>();
     let alarms = sink();
-    let majority: Vec<WatchdogProc> = ["w1", "w2"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            watchdog(
-                &p.dir.path().join(name),
-                WatchdogSpec {
-                    name,
-                    port: ports[i],
-                    controllers: p.urls(),
-                    token: &p.token,
-                    database_url: None,
-                    peers: peers(i),
-                    canary: vec![],
-                    alarm_url: Some(&alarms.url),
-                    netns: None,
-                },
-            )
-        })
-        .collect();
+    let majority = p.watchdogs(&ports, 2, false, &alarms.url);
     let isolated = watchdog(
         &p.dir.path().join("w3"),
         WatchdogSpec {
@@ -310,7 +299,7 @@ fn a_watchdog_cut_off_from_its_peers_never_acts_and_the_majority_does() {
             ],
             token: &p.token,
             database_url: None,
-            peers: peers(2),
+            peers: peer_urls(&ports, 2),
             canary: vec![],
             alarm_url: None,
             netns: Some(&ns.name),

@@ -101,8 +101,7 @@ async fn controller(tocsin: &Path, name: &str, dir: &Path, db: &str) -> anyhow::
     Ok(Controller { proc, url, name: name.to_string() })
 }
 
-async fn get(url: &str, token: &str) -> Option<Value> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> Option<Value> {
     http.get(url).bearer_auth(token).send().await.ok()?.json().await.ok()
 }
 
@@ -135,6 +134,7 @@ async fn round(args: &Args, tocsin: &Path, watchdogs: bool) -> anyhow::Result<(O
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut admin).await?;
     let sep = if args.database_url.contains('?') { '&' } else { '?' };
     let db = format!("{}{sep}options=-c%20search_path%3D{schema}", args.database_url);
+    let http = crate::platform::http_client(Duration::from_secs(2));
     let result = async {
         let first = controller(tocsin, "c1", &dir.path().join("c1"), &db).await?;
         let token = first
@@ -178,7 +178,8 @@ async fn round(args: &Args, tocsin: &Path, watchdogs: bool) -> anyhow::Result<(O
             loop {
                 let mut ready = true;
                 for (_, port) in &procs {
-                    let view = get(&format!("http://127.0.0.1:{port}/api/v1/view"), "").await.unwrap_or_default();
+                    let view =
+                        get(&http, &format!("http://127.0.0.1:{port}/api/v1/view"), "").await.unwrap_or_default();
                     let comps = view["components"].as_array().cloned().unwrap_or_default();
                     ready &= comps.iter().any(|c| c["id"] == "scheduler" && c["health"] == "up")
                         && comps.iter().filter(|c| c["kind"] == "watchdog" && c["health"] == "up").count() == 2;
@@ -193,7 +194,7 @@ async fn round(args: &Args, tocsin: &Path, watchdogs: bool) -> anyhow::Result<(O
             }
         }
         let holder = loop {
-            let c = get(&format!("{}/api/v1/cluster", controllers[0].url), &token).await.unwrap_or_default();
+            let c = get(&http, &format!("{}/api/v1/cluster", controllers[0].url), &token).await.unwrap_or_default();
             if let Some(h) = c["scheduler"].as_str() {
                 break h.to_string();
             }
@@ -206,7 +207,7 @@ async fn round(args: &Args, tocsin: &Path, watchdogs: bool) -> anyhow::Result<(O
         victim.proc.child.kill()?;
         let prefix = format!("{}@", survivor.name);
         let failover = loop {
-            let c = get(&format!("{}/api/v1/cluster", survivor.url), &token).await.unwrap_or_default();
+            let c = get(&http, &format!("{}/api/v1/cluster", survivor.url), &token).await.unwrap_or_default();
             if c["scheduler"].as_str().is_some_and(|h| h.starts_with(&prefix)) {
                 break killed.elapsed();
             }

@@ -68,15 +68,13 @@ pub fn motions(round: &Round, canary: &Canary, config: &Config, now: Millis) -> 
         && let Some(nodes) = &round.nodes
     {
         for node in nodes {
-            let judged_down =
-                round.observations.iter().any(|o| o.id == format!("node:{}", node.name) && o.health == Health::Down);
-            if judged_down && node.state != "evicted" && node.load > 0 {
-                let detail = round
-                    .observations
-                    .iter()
-                    .find(|o| o.id == format!("node:{}", node.name))
-                    .map(|o| o.detail.clone())
-                    .unwrap_or_default();
+            let id = format!("node:{}", node.name);
+            let down = round.observations.iter().find(|o| o.id == id && o.health == Health::Down);
+            if let Some(seen) = down
+                && node.state != "evicted"
+                && node.load > 0
+            {
+                let detail = &seen.detail;
                 out.push(Motion {
                     proposal: Proposal::EvictNode { node_id: node.id.clone(), node: node.name.clone() },
                     evidence: format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::model::{Health, Millis, Observation, View};
-use crate::platform::{describe, join};
+use crate::platform::{describe, http_client, join};
 
 pub struct Peers {
     http: reqwest::Client,
@@ -19,13 +19,7 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(timeout: Duration) -> Peers {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("tocsin-watchdog/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client");
-        Peers { http, names: HashMap::new(), failures: HashMap::new() }
+        Peers { http: http_client(timeout), names: HashMap::new(), failures: HashMap::new() }
     }
 
     /// Every peer's view (those that answered) and an observation of each.

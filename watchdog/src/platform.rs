@@ -90,14 +90,7 @@ impl Platform {
     /// `timeout` bounds every call: a round must not wait on a controller
     /// longer than it waits between rounds, or outages are seen late.
     pub fn new(token: SecretString, timeout: Duration) -> Platform {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("tocsin-watchdog/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client");
-        Platform { http, token }
+        Platform { http: http_client(timeout), token }
     }
 
     /// `GET path` without a token; returns the status and how long it took.
@@ -186,6 +179,18 @@ impl Platform {
         let body = json!({"epoch": epoch, "to": to, "reason": reason, "agreed_by": agreed_by});
         self.call(reqwest::Method::POST, base, "api/v1/cluster/lease/revoke", Some(body)).await
     }
+}
+
+/// The watchdog's HTTP client: every call bounded by `timeout`, and a fresh
+/// connection each time, so "can it be reached" is what is measured.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("tocsin-watchdog/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("an HTTP client (TLS provider installed at start)")
 }
 
 /// `base` joined with `path`, keeping any path prefix `base` has.

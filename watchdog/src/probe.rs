@@ -62,15 +62,13 @@ impl Prober {
     }
 
     pub async fn round(&mut self, config: &Config, now: Millis) -> Round {
-        let (controllers, database) = tokio::join!(
-            futures::future::join_all(config.controllers.iter().map(|u| self.controller(u, config))),
-            async {
+        let (controllers, database) =
+            tokio::join!(futures::future::join_all(config.controllers.iter().map(|u| self.controller(u))), async {
                 match &config.database_url {
                     Some(url) => Some(database(url.expose_secret(), &config.name, self.timeout).await),
                     None => None,
                 }
-            }
-        );
+            });
         let mut round = Round::default();
         for (url, alive, ready, latency, detail, cluster) in controllers {
             let id = format!("controller:{}", authority(&url));
@@ -129,8 +127,7 @@ impl Prober {
     }
 
     /// Liveness, readiness, latency and the lease as one controller answers them.
-    async fn controller(&self, url: &Url, config: &Config) -> (Url, bool, bool, Duration, String, Option<Cluster>) {
-        let _ = config;
+    async fn controller(&self, url: &Url) -> (Url, bool, bool, Duration, String, Option<Cluster>) {
         let (alive, latency, mut detail) = match self.platform.probe(url, "healthz").await {
             Ok((200, latency)) => (true, latency, format!("answers in {} ms", latency.as_millis())),
             Ok((status, latency)) => (false, latency, format!("/healthz answered HTTP {status}")),

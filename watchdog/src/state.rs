@@ -96,6 +96,11 @@ impl State {
         Ok(transitions)
     }
 
+    /// Adds a line to incident `id` (open or just resolved).
+    pub async fn note_incident(&self, id: i64, now: Millis, text: &str) -> sqlx::Result<()> {
+        add_event(&mut *self.pool.acquire().await?, id, now, text).await
+    }
+
     /// Adds a line to the open incident of `component`, if it has one.
     pub async fn note(&self, component: &str, now: Millis, text: &str) -> sqlx::Result<()> {
         sqlx::query(
@@ -177,6 +182,16 @@ impl State {
     }
 }
 
+async fn add_event(conn: &mut sqlx::SqliteConnection, id: i64, at: Millis, text: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO incident_events (incident_id, at, text) VALUES (?1, ?2, ?3)")
+        .bind(id)
+        .bind(at)
+        .bind(text)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn rollup(tx: &mut Transaction<'_, sqlx::Sqlite>, o: &Observation, now: Millis) -> sqlx::Result<()> {
     let (up, degraded, down) = match o.health {
         Health::Up => (1, 0, 0),
@@ -227,12 +242,6 @@ async fn track_incident(
         .bind(&o.id)
         .fetch_optional(&mut **tx)
         .await?;
-    let event = |id: i64, text: String| {
-        sqlx::query("INSERT INTO incident_events (incident_id, at, text) VALUES (?1, ?2, ?3)")
-            .bind(id)
-            .bind(now)
-            .bind(text)
-    };
     match (open, o.health) {
         (None, Health::Up) => Ok(None),
         (None, health) => {
@@ -250,7 +259,7 @@ async fn track_incident(
             .bind(now)
             .fetch_one(&mut **tx)
             .await?;
-            event(id, format!("{}: {}", health.as_str(), o.detail)).execute(&mut **tx).await?;
+            add_event(tx, id, now, &format!("{}: {}", health.as_str(), o.detail)).await?;
             Ok(Some(id))
         }
         (Some((id,)), Health::Up) => {
@@ -259,7 +268,7 @@ async fn track_incident(
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
-            event(id, format!("recovered: {}", o.detail)).execute(&mut **tx).await?;
+            add_event(tx, id, now, &format!("recovered: {}", o.detail)).await?;
             Ok(Some(id))
         }
         (Some((id,)), health) => {
@@ -270,7 +279,7 @@ async fn track_incident(
                     .execute(&mut **tx)
                     .await?;
             }
-            event(id, format!("{}: {}", health.as_str(), o.detail)).execute(&mut **tx).await?;
+            add_event(tx, id, now, &format!("{}: {}", health.as_str(), o.detail)).await?;
             Ok(Some(id))
         }
     }

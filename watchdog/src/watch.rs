@@ -177,15 +177,7 @@ impl Watch {
     /// A line in an incident, open or just resolved.
     async fn note(&self, component: &str, incident: Option<i64>, now: Millis, text: &str) -> sqlx::Result<()> {
         match incident {
-            Some(id) => {
-                sqlx::query("INSERT INTO incident_events (incident_id, at, text) VALUES (?1, ?2, ?3)")
-                    .bind(id)
-                    .bind(now)
-                    .bind(text)
-                    .execute(self.shared.state.pool())
-                    .await?;
-                Ok(())
-            }
+            Some(id) => self.shared.state.note_incident(id, now, text).await,
             None => self.shared.state.note(component, now, text).await,
         }
     }

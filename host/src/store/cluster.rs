@@ -32,12 +32,7 @@ pub async fn acquire_lease(db: &Db, name: &str, holder: &str, ttl_ms: i64) -> Re
 }
 
 pub async fn lease(db: &Db, name: &str) -> Result<Option<Lease>> {
-    let row: Option<(String, i64, i64)> =
-        sqlx::query_as("SELECT holder, epoch, expires_at FROM leases WHERE name = $1")
-            .bind(name)
-            .fetch_optional(db.reader())
-            .await?;
-    Ok(row.map(|(holder, epoch, expires_at)| Lease { holder, epoch, expires_at }))
+    lease_in(&mut *db.reader().acquire().await?, name).await
 }
 
 /// Inside a transaction: proves the lease is still held with `epoch` and
