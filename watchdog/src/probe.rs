@@ -165,12 +165,14 @@ impl Prober {
 
     fn scheduler(&mut self, round: &Round, config: &Config) -> Observation {
         let Some(cluster) = &round.cluster else {
-            return Observation::new(
-                "scheduler",
-                "scheduler",
-                self.debounce("scheduler", config, Health::Down),
-                "no controller could say who holds the scheduling lease",
-            );
+            // With a controller alive, the lease is unknown, not lost: the
+            // canary tells whether anything is scheduled.
+            let (health, detail) = if round.controllers.iter().any(|c| c.alive) {
+                (Health::Degraded, "no controller could say who holds the scheduling lease")
+            } else {
+                (Health::Down, "no controller answers, so none schedules")
+            };
+            return Observation::new("scheduler", "scheduler", self.debounce("scheduler", config, health), detail);
         };
         match &cluster.scheduler {
             Some(holder) => {

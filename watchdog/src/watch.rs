@@ -33,7 +33,10 @@ pub struct Watch {
 
 impl Watch {
     pub fn new(config: Arc<Config>, shared: Arc<Shared>, notifier: Notifier, public_url: String) -> Watch {
-        let timeout = config.interval.clamp(std::time::Duration::from_millis(500), std::time::Duration::from_secs(2));
+        // Long enough for a busy controller on a small machine (a 1 s bound
+        // was seen to fail under load in CI), short enough that a hung one
+        // delays a round by seconds, not minutes.
+        let timeout = config.interval.clamp(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5));
         let platform = Platform::new(config.token.clone(), timeout);
         let peer_timeout = timeout;
         Watch {
