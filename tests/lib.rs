@@ -12,6 +12,7 @@ pub use tocsin_testkit::{Backend, PgCluster, TestDb};
 
 pub mod browser;
 pub mod cluster;
+pub mod sites;
 pub mod watchdog;
 
 /// A running `tocsin serve`.

@@ -71,6 +71,8 @@ pub struct ServeConfig {
     pub alerting: crate::alerting::Rules,
     /// Run a probe node in this process.
     pub local_node: bool,
+    /// Redundant sites: this site's name, whom it follows, who may read its feed.
+    pub sync: crate::sync::SyncConfig,
 }
 
 /// The `--config` file: every field optional, flags win.
@@ -93,6 +95,7 @@ pub struct ServeFile {
     pub cluster: Option<ClusterConfig>,
     pub alerting: Option<crate::alerting::Rules>,
     pub local_node: Option<bool>,
+    pub sync: Option<crate::sync::SyncConfig>,
 }
 
 impl ServeFile {
@@ -120,6 +123,7 @@ impl Default for ServeConfig {
             cluster: ClusterConfig::default(),
             alerting: crate::alerting::Rules::default(),
             local_node: true,
+            sync: crate::sync::SyncConfig::default(),
         }
     }
 }
@@ -142,6 +146,7 @@ impl ServeConfig {
             cluster: file.cluster.unwrap_or(d.cluster),
             alerting: file.alerting.unwrap_or(d.alerting),
             local_node: file.local_node.unwrap_or(d.local_node),
+            sync: file.sync.unwrap_or(d.sync),
         }
     }
 }

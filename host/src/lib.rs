@@ -20,3 +20,4 @@ pub mod node;
 pub mod server;
 pub mod slots;
 pub mod store;
+pub mod sync;

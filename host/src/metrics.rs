@@ -80,6 +80,10 @@ pub struct Metrics {
     pub notification_seconds: Family<GatewayLabels, Histogram, fn() -> Histogram>,
     pub outbox_pending: Gauge,
     pub incidents_open: Gauge,
+    pub site_active: Gauge,
+    pub sync_applied: Counter,
+    pub sync_lag_entries: Gauge,
+    pub sync_lag_seconds: Histogram,
 }
 
 fn latency() -> Histogram {
@@ -111,6 +115,10 @@ impl Default for Metrics {
             notification_seconds: Family::new_with_constructor(latency),
             outbox_pending: Gauge::default(),
             incidents_open: Gauge::default(),
+            site_active: Gauge::default(),
+            sync_applied: Counter::default(),
+            sync_lag_entries: Gauge::default(),
+            sync_lag_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             registry: Registry::default(),
         };
         registry.register("runs", "Runs finished, by plugin and status", m.runs.clone());
@@ -162,6 +170,22 @@ impl Default for Metrics {
         );
         registry.register("outbox_pending", "Notifications waiting to be delivered", m.outbox_pending.clone());
         registry.register("incidents_open", "Incidents triggered or acknowledged", m.incidents_open.clone());
+        registry.register(
+            "site_active",
+            "1 when this controller's site is active, 0 when it follows another",
+            m.site_active.clone(),
+        );
+        registry.register("sync_applied", "Feed entries applied from the source site", m.sync_applied.clone());
+        registry.register(
+            "sync_lag_entries",
+            "Entries the source holds that this site has not applied",
+            m.sync_lag_entries.clone(),
+        );
+        registry.register(
+            "sync_lag_seconds",
+            "From a change committing at the source to it being applied here",
+            m.sync_lag_seconds.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("build_info", "The running version", build);

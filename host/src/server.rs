@@ -44,6 +44,7 @@ use crate::node::buffer::MemoryBuffer;
 use crate::node::runner::{self, NodeSetup};
 use crate::node::{AssignedCheck, Identity, PluginSource};
 use crate::store::{self, Db};
+use crate::sync;
 
 pub async fn serve(
     config: ServeConfig,
@@ -66,10 +67,26 @@ pub async fn serve(
     let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
     let catalog = Catalog::new(runtime).await.context("loading the built-in plugins")?;
 
-    if let Some(token) = auth::first_admin(&db).await.context("creating the first admin token")? {
-        println!("First start: created an admin token. It is shown only now; keep it safe:");
-        println!("  export TOCSIN_TOKEN={token}");
+    let site = sync::site::configure(&db, config.sync.site_name(), config.sync.follow.as_deref())
+        .await
+        .context("reading this site's role")?;
+    let baseline = sync::feed::baseline(&db).await.context("starting the change feed")?;
+    if baseline > 0 {
+        tracing::info!(objects = baseline, "the change feed starts with every object that exists");
     }
+    if site.role == sync::Role::Active {
+        if let Some(token) = auth::first_admin(&db).await.context("creating the first admin token")? {
+            println!("First start: created an admin token. It is shown only now; keep it safe:");
+            println!("  export TOCSIN_TOKEN={token}");
+        }
+    } else {
+        println!(
+            "Site {} is passive, following {}: tokens and configuration come from there.",
+            site.name,
+            site.source.as_deref().unwrap_or("no one")
+        );
+    }
+    let site = sync::SiteWatch::new(site, !config.sync.peers.is_empty());
 
     let controller = format!("{}@{addr}", config.node_name);
     let metrics = Arc::new(Metrics::default());
@@ -90,6 +107,16 @@ pub async fn serve(
     let background = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(bulletin.clone().run(db.clone(), background.clone()));
+    let following = Arc::new(std::sync::Mutex::new(sync::follower::FollowState::default()));
+    tasks.spawn(sync::peers::run(db.clone(), site.clone(), config.sync.clone(), metrics.clone(), background.clone()));
+    let follower = sync::follower::Follower {
+        db: db.clone(),
+        site: site.clone(),
+        config: config.sync.clone(),
+        metrics: metrics.clone(),
+        state: following.clone(),
+    };
+    tasks.spawn(follower.run(background.clone()));
     let coordinator = Coordinator {
         db: db.clone(),
         config: config.cluster.clone(),
@@ -98,6 +125,7 @@ pub async fn serve(
         bulletin: bulletin.clone(),
         changes: changes.clone(),
         rules: rules.clone(),
+        site: site.clone(),
     };
     tasks.spawn(coordinator.run(background.clone()));
     let deliverer = Arc::new(Deliverer {
@@ -107,7 +135,7 @@ pub async fn serve(
         rules: rules.clone(),
         metrics: metrics.clone(),
     });
-    tasks.spawn(alerting::run(db.clone(), deliverer, alerts.clone(), background.clone()));
+    tasks.spawn(alerting::run(db.clone(), deliverer, alerts.clone(), site.clone(), background.clone()));
     tasks.spawn(maintain(db.clone(), config.clone(), background.clone()));
 
     let stop_node = CancellationToken::new();
@@ -143,6 +171,9 @@ pub async fn serve(
         serving,
         controller: controller.clone(),
         alerting: api::Alerting { signer, rules, wake: alerts },
+        site,
+        sync: config.sync.clone(),
+        following,
     });
     let backend = match db.backend {
         store::Backend::Sqlite => format!("SQLite in {}", config.data_dir.display()),
@@ -156,7 +187,9 @@ pub async fn serve(
     tracing::info!(%addr, controller = %controller, "controller started");
 
     let stop = stop_node.clone();
-    axum::serve(listener, api::router(state))
+    // Connection addresses, for the sync allowlist.
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing runs in flight and writing their results");

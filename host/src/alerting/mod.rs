@@ -82,12 +82,26 @@ const RECOVER: Duration = Duration::from_secs(5);
 
 /// Advances escalations whose step is over, releases suppressed ones, and
 /// delivers the outbox, until `cancel`.
-pub async fn run(db: Db, deliverer: Arc<outbox::Deliverer>, wake: Arc<Notify>, cancel: CancellationToken) {
+pub async fn run(
+    db: Db,
+    deliverer: Arc<outbox::Deliverer>,
+    wake: Arc<Notify>,
+    site: crate::sync::SiteWatch,
+    cancel: CancellationToken,
+) {
     let mut deliveries = tokio::task::JoinSet::new();
     let mut escalated = tokio::time::Instant::now() - POLL;
     let mut recovered = tokio::time::Instant::now() - RECOVER;
     let mut woken = true;
     loop {
+        // A passive site sends nothing: its incidents, if any, are from
+        // before it stepped down, and the active site alerts now.
+        if !site.is_serving() {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => continue,
+                _ = cancel.cancelled() => break,
+            }
+        }
         // Escalations on every round of the clock or when woken, not after
         // each delivery: a burst of notifications must not cost two
         // queries per row.

@@ -98,6 +98,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            // 503, so a client with several servers tries the next one.
+            StoreError::Passive(message) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "site_passive", message),
             StoreError::Db(db) => {
                 tracing::error!(error = %db, "database error while serving a request");
                 ApiError::new(

@@ -22,6 +22,7 @@ mod plugins;
 mod respond;
 mod runs;
 mod silences;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokens;
@@ -31,9 +32,10 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -64,6 +66,11 @@ pub struct AppState {
     /// This controller's name (in the scheduling lease).
     pub controller: String,
     pub alerting: Alerting,
+    /// This site's role, as last read.
+    pub site: crate::sync::SiteWatch,
+    pub sync: crate::sync::SyncConfig,
+    /// How following the source goes, while passive.
+    pub following: Arc<std::sync::Mutex<crate::sync::follower::FollowState>>,
 }
 
 /// What the alerting endpoints need beyond the database.
@@ -90,7 +97,8 @@ pub type Shared = State<Arc<AppState>>;
         (name = "nodes", description = "Probe nodes"),
         (name = "incidents", description = "Incidents, their timelines and answers; inbound alerts"),
         (name = "alerting", description = "Contacts, escalation policies, gateways, routes, maintenance windows"),
-        (name = "operations", description = "Health, readiness and metrics")
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "sync", description = "Redundant sites: the change feed, follow, recover, promote")
     )
 )]
 struct ApiDoc;
@@ -121,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(alerts::routes())
         .merge(respond::routes())
         .merge(silences::routes())
+        .merge(sync::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let doc = Arc::new(doc);
@@ -129,6 +138,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_when_passive))
         .layer(middleware::from_fn(drain::drain_unread))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -145,6 +155,27 @@ async fn observe(State(state): Shared, request: Request, next: Next) -> Response
     state.metrics.http_requests.get_or_create(&HttpLabels { method, route: route.clone(), status }).inc();
     state.metrics.http_seconds.get_or_create(&PluginLabels { plugin: route }).observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// A passive site takes no changes, no inbound alerts, no answers and no
+/// nodes: all of them belong to the active site. 503, so clients and nodes
+/// with several servers try the next. (The feed's capture refuses changes
+/// again inside their transaction; this answers before any work is done.)
+async fn refuse_when_passive(State(state): Shared, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let refused = !state.site.is_active()
+        && !path.starts_with("/api/v1/sync/")
+        && !path.starts_with("/api/v1/testing/")
+        && (path.starts_with("/api/v1/node/") || !matches!(*request.method(), Method::GET | Method::HEAD));
+    if !refused {
+        return next.run(request).await;
+    }
+    let site = state.site.current();
+    let message = match &site.source {
+        Some(source) => format!("site {} is passive: it follows {source}; use the active site", site.name),
+        None => format!("site {} is passive; use the active site", site.name),
+    };
+    ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "site_passive", message).into_response()
 }
 
 /// The authenticated caller of a request.

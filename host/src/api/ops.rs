@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (it can serve: the database
-//! takes a write) and `/metrics` (Prometheus text). None needs a token.
+//! `/healthz` (the process answers), `/readyz` (it can serve: its site is
+//! active and the database takes a write) and `/metrics` (Prometheus text). None needs a token.
 
 use std::sync::Arc;
 
@@ -34,6 +34,15 @@ async fn healthz() -> axum::Json<Health> {
     responses((status = 200, description = "OK", body = Health), (status = 503, description = "Not ready", body = Health)))]
 async fn readyz(State(state): Shared) -> (StatusCode, axum::Json<Health>) {
     let version = env!("CARGO_PKG_VERSION").to_string();
+    if !state.site.is_serving() {
+        let site = state.site.current();
+        let status = match (&site.role, &site.source) {
+            (crate::sync::Role::Passive, Some(source)) => format!("passive: site {} follows {source}", site.name),
+            (crate::sync::Role::Passive, None) => format!("passive: site {} follows no one", site.name),
+            (crate::sync::Role::Active, _) => "starting: asking the peer sites for their epoch".to_string(),
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health { status, version }));
+    }
     match state.db.ping().await {
         Ok(()) => (StatusCode::OK, axum::Json(Health { status: "ready".into(), version })),
         Err(e) => {

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::CliError;
 
+#[derive(Clone)]
 pub struct Client {
     servers: Vec<String>,
     token: Option<String>,
@@ -33,6 +34,10 @@ impl Client {
             .map_err(|e| CliError::Other(format!("HTTP client: {e}")))?;
         let servers = servers.into_iter().map(|s| s.trim_end_matches('/').to_string()).collect();
         Ok(Client { servers, token, http })
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {

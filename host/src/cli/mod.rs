@@ -10,9 +10,11 @@ mod apply;
 mod bench;
 mod client;
 mod commands;
+mod dev;
 mod node;
 mod output;
 mod serve;
+mod sync;
 
 use std::process::ExitCode;
 
@@ -60,6 +62,8 @@ pub enum Output {
 enum Command {
     /// Run a controller with a local probe node (SQLite in ./tocsin-data unless --database-url).
     Serve(serve::ServeArgs),
+    /// Try it: a controller, two probe nodes, a watchdog and sample checks on this machine, in ./tocsin-dev.
+    Dev(dev::DevArgs),
     /// Manage checks.
     #[command(subcommand)]
     Check(commands::CheckCommand),
@@ -101,6 +105,9 @@ enum Command {
     /// Silences: notifications held back for a while.
     #[command(subcommand)]
     Silence(alerting::SilenceCommand),
+    /// Redundant sites: status, follow another site, recover from one, promote this one.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Measure ingestion or probe throughput on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -155,13 +162,14 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let command = match cli.command {
         Command::Serve(args) => return serve::run(args).await,
+        Command::Dev(args) => return dev::run(args).await,
         Command::Bench(cmd) => return bench::run(cmd).await,
         other => other,
     };
     let client = Client::new(cli.client.servers.clone(), cli.client.token.clone())?;
     let out = cli.client.output;
     match command {
-        Command::Serve(_) | Command::Bench(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) => unreachable!("handled above"),
         Command::Check(cmd) => commands::check(&client, out, cmd).await,
         Command::Plugin(cmd) => commands::plugin(&client, out, cmd).await,
         Command::Runs(args) => commands::runs(&client, out, args).await,
@@ -177,5 +185,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Route(cmd) => alerting::route(&client, out, cmd).await,
         Command::Maintenance(cmd) => alerting::maintenance(&client, out, cmd).await,
         Command::Silence(cmd) => alerting::silence(&client, out, cmd).await,
+        Command::Sync(cmd) => sync::run(&client, out, cmd).await,
     }
 }

@@ -29,6 +29,21 @@ pub struct ServeArgs {
     /// The local node's name (default: the host name).
     #[arg(long, env = "TOCSIN_NODE_NAME")]
     node_name: Option<String>,
+    /// This site's name, when there are several (default `main`).
+    #[arg(long, env = "TOCSIN_SITE")]
+    site: Option<String>,
+    /// A new site starts passive, following the site at this URL.
+    #[arg(long, env = "TOCSIN_FOLLOW")]
+    follow: Option<String>,
+    /// An admin token valid at the other sites, to read their change feed.
+    #[arg(long, env = "TOCSIN_SYNC_TOKEN", hide_env_values = true)]
+    sync_token: Option<String>,
+    /// Another site's URL, asked for its epoch (repeat, or comma-separate).
+    #[arg(long = "sync-peer", env = "TOCSIN_SYNC_PEERS", value_delimiter = ',')]
+    sync_peers: Vec<String>,
+    /// Addresses (CIDR) that may read this site's change feed.
+    #[arg(long = "sync-allow", env = "TOCSIN_SYNC_ALLOW", value_delimiter = ',', value_parser = crate::sync::parse_net)]
+    sync_allow: Vec<ipnet::IpNet>,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -61,6 +76,21 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(name) = args.node_name {
         config.node_name = name;
+    }
+    if let Some(site) = args.site {
+        config.sync.site = Some(site);
+    }
+    if let Some(url) = args.follow {
+        config.sync.follow = Some(url);
+    }
+    if let Some(token) = args.sync_token {
+        config.sync.token = Some(Secret::new(token));
+    }
+    if !args.sync_peers.is_empty() {
+        config.sync.peers = args.sync_peers;
+    }
+    if !args.sync_allow.is_empty() {
+        config.sync.allow = args.sync_allow;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -47,6 +47,8 @@ pub struct Coordinator {
     /// Woken when checks change through this controller's API.
     pub changes: Arc<Notify>,
     pub rules: crate::alerting::Rules,
+    /// Only an active site schedules.
+    pub site: crate::sync::SiteWatch,
 }
 
 /// What the lease holder keeps between ticks.
@@ -82,7 +84,14 @@ impl Coordinator {
         let renew_every = self.config.lease_ttl / 3;
         let mut changed = false;
         loop {
-            if renewed.is_none_or(|t| t.elapsed() >= renew_every) || leader.as_ref().is_none_or(|l| l.fenced_off) {
+            if !self.site.is_serving() {
+                if leader.take().is_some() {
+                    tracing::warn!(controller = %self.me, "this site is passive: giving up the scheduling lease");
+                    let _ = store::cluster::release_lease(&self.db, SCHEDULER_LEASE, &self.me).await;
+                }
+                renewed = None;
+            } else if renewed.is_none_or(|t| t.elapsed() >= renew_every) || leader.as_ref().is_none_or(|l| l.fenced_off)
+            {
                 match store::cluster::acquire_lease(
                     &self.db,
                     SCHEDULER_LEASE,

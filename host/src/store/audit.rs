@@ -24,7 +24,19 @@ pub fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
     serde_json::to_value(value).ok()
 }
 
+/// Writes the audit entry and, for configuration, the change feed's entry
+/// (which refuses the change on a passive site).
 pub async fn record(conn: &mut AnyConnection, change: Change<'_>) -> Result<()> {
+    let (actor, action, kind, name) = (change.actor, change.action, change.kind, change.name);
+    insert(conn, change).await?;
+    if let Some(table) = crate::sync::entities::Table::for_audit(kind) {
+        crate::sync::feed::capture(conn, table, name, actor, action).await?;
+    }
+    Ok(())
+}
+
+/// Writes the audit entry alone (a follower applying its source's change).
+pub async fn insert(conn: &mut AnyConnection, change: Change<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit (at, actor, action, object_kind, object_name, before, after) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -36,7 +48,7 @@ pub async fn record(conn: &mut AnyConnection, change: Change<'_>) -> Result<()> 
     .bind(change.name)
     .bind(change.before.map(|v| v.to_string()))
     .bind(change.after.map(|v| v.to_string()))
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

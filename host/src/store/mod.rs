@@ -39,6 +39,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A change refused because this site follows another.
+    #[error("{0}")]
+    Passive(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

@@ -98,12 +98,22 @@ impl Proc {
     /// SIGTERM, then wait up to `timeout` for a clean exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait(timeout)
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not stop within {timeout:?} of SIGTERM", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}; its log:\n{}",
+                self.name,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -48,6 +48,11 @@ pub fn plugin_cache() -> PathBuf {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with settings changed by `adjust`.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let test_db = TestDb::new(backend).await;
     let db = Db::connect(&test_db.url).await.expect("connecting to the test database");
@@ -70,6 +75,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     };
     config.runtime.max_concurrent = 64;
     config.runtime.cache_dir = Some(plugin_cache());
+    adjust(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tocsin::server::serve(config, listener, async move {
         let _ = stopped.await;

@@ -112,7 +112,13 @@ pub async fn alerting_bench(args: AlertingArgs) -> Result<(), CliError> {
         metrics: Arc::new(Metrics::default()),
     });
     let cancel = CancellationToken::new();
-    let worker = tokio::spawn(alerting::run(db.clone(), deliverer, wake.clone(), cancel.clone()));
+    let worker = tokio::spawn(alerting::run(
+        db.clone(),
+        deliverer,
+        wake.clone(),
+        crate::sync::SiteWatch::lone(),
+        cancel.clone(),
+    ));
 
     // 1. Latency: one failing check at a time, from the ingest of its
     // failed run to the gateway's request.

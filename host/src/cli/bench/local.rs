@@ -118,6 +118,18 @@ pub struct Controller {
 
 /// Starts `tocsin serve` without a local node; `config` is its TOML.
 pub async fn controller(dir: &Path, config: &str, database_url: Option<&str>) -> Result<Controller, CliError> {
+    controller_with(dir, config, database_url, &[], None).await
+}
+
+/// As [`controller`], with more flags; `token` is the admin token to use
+/// when the controller prints none (a passive site, a restart).
+pub async fn controller_with(
+    dir: &Path,
+    config: &str,
+    database_url: Option<&str>,
+    extra: &[&str],
+    token: Option<&str>,
+) -> Result<Controller, CliError> {
     let config_path = dir.join("controller.toml");
     std::fs::create_dir_all(dir).map_err(other)?;
     std::fs::write(&config_path, config).map_err(other)?;
@@ -127,6 +139,7 @@ pub async fn controller(dir: &Path, config: &str, database_url: Option<&str>) ->
     if let Some(url) = database_url {
         args.extend(["--database-url", url]);
     }
+    args.extend(extra);
     let mut process = Child::spawn("controller", dir, &args, &[])?;
     let line = process.wait_for("listening on http://", Duration::from_secs(60)).await?;
     let url = line.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("").to_string();
@@ -134,6 +147,7 @@ pub async fn controller(dir: &Path, config: &str, database_url: Option<&str>) ->
         .output()
         .lines()
         .find_map(|l| l.trim().strip_prefix("export TOCSIN_TOKEN=").map(str::to_string))
+        .or(token.map(str::to_string))
         .ok_or_else(|| other("the controller printed no admin token: is its database new?"))?;
     let admin = Client::new(vec![url.clone()], Some(admin_token))?;
     Ok(Controller { process, url, admin })

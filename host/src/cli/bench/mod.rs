@@ -19,6 +19,7 @@ mod ingest;
 mod local;
 mod probes;
 mod schedule;
+mod sync;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -32,6 +33,26 @@ pub enum BenchCommand {
     Failover(FailoverArgs),
     /// Time from a confirmed failure to the gateway, and outbox throughput.
     Alerting(AlertingArgs),
+    /// Change feed lag between two sites, and a returning backup's catch-up.
+    Sync(SyncArgs),
+}
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// The primary site's database; default: SQLite in a temporary directory.
+    #[arg(long)]
+    pub(super) primary_db: Option<String>,
+    /// The backup site's database; default: SQLite in a temporary directory.
+    #[arg(long)]
+    pub(super) backup_db: Option<String>,
+    /// Changes per second while lag is measured.
+    #[arg(long, default_value_t = 20.0)]
+    pub(super) rate: f64,
+    #[arg(long, default_value = "20s", value_parser = crate::model::wire::parse_duration)]
+    pub(super) duration: Duration,
+    /// Changes made while the backup is down, then timed as it catches up.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) catch_up: usize,
 }
 
 #[derive(Args)]
@@ -124,6 +145,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Schedule(args) => schedule::schedule(args).await,
         BenchCommand::Failover(args) => failover::failover(args).await,
         BenchCommand::Alerting(args) => alerting::alerting_bench(args).await,
+        BenchCommand::Sync(args) => sync::sync(args).await,
     }
 }
 

@@ -1,0 +1,33 @@
+-- Redundant sites: this site's role and epoch, and the configuration change
+-- feed. Keep in step with the other dialect's 0005.
+
+-- One row. `role` is 'active' (takes changes, schedules, alerts) or
+-- 'passive' (follows `source`). `epoch` is the highest site epoch seen; a
+-- promotion takes one above it. `head` is the seq of the newest feed entry
+-- and `head_epoch` the epoch it was written in: together they say where a
+-- follower stands.
+CREATE TABLE site (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    name       TEXT    NOT NULL,
+    role       TEXT    NOT NULL,
+    epoch      INTEGER NOT NULL,
+    head       INTEGER NOT NULL,
+    head_epoch INTEGER NOT NULL,
+    source     TEXT,
+    changed_at INTEGER NOT NULL
+);
+INSERT INTO site (id, name, role, epoch, head, head_epoch, changed_at) VALUES (1, 'main', 'active', 1, 0, 0, 0);
+
+-- The change feed: every configuration change, in commit order, with the
+-- object as it is after the change (`body`, none when it was deleted).
+-- A follower holds a copy of its source's entries with the same seq.
+CREATE TABLE changes (
+    seq    INTEGER PRIMARY KEY,
+    epoch  INTEGER NOT NULL,
+    at     INTEGER NOT NULL,
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    kind   TEXT    NOT NULL,
+    name   TEXT    NOT NULL,
+    body   TEXT
+);

@@ -1,0 +1,218 @@
+//! Writing what a source sent: a page of its feed (following), or its whole
+//! state (recovering). Each is one transaction on the locked site row, so
+//! a crash leaves the site where it was and two controllers of one site
+//! cannot apply the same page twice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::entities::{TABLES, Table};
+use super::feed::{self, Entry};
+use super::site::{self, Role, Site};
+use crate::store::audit::{self, Change};
+use crate::store::{Db, Result, StoreError};
+
+/// A source's whole configuration at one point of its feed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub site: Site,
+    pub objects: Vec<Object>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Object {
+    pub kind: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub body: Value,
+}
+
+/// Plugin bytes by sha256, fetched before the transaction.
+pub type Wasm = HashMap<String, Vec<u8>>;
+
+/// The sha256 a plugin body names.
+pub fn plugin_sha(kind: &str, body: Option<&Value>) -> Option<String> {
+    let table = Table::for_kind(kind)?;
+    if !table.has_wasm() {
+        return None;
+    }
+    body?.get("sha256")?.as_str().map(str::to_string)
+}
+
+/// Applies `entries`, which follow `after` (seq, epoch) in the source's
+/// feed. `None` when this site no longer stands at `after` (another
+/// controller applied them first); otherwise the site afterwards.
+pub async fn page(
+    db: &Db,
+    source: &str,
+    source_epoch: i64,
+    after: (i64, i64),
+    entries: &[Entry],
+    wasm: &Wasm,
+) -> Result<Option<Site>> {
+    let mut tx = db.writer().begin().await?;
+    let here = site::lock(&mut tx).await?;
+    if here.role != Role::Passive {
+        return Err(StoreError::Conflict(format!("site {} is active: it follows no one", here.name)));
+    }
+    if (here.head, here.head_epoch) != after {
+        return Ok(None);
+    }
+    let mut previous = after;
+    for entry in entries {
+        if entry.seq != previous.0 + 1 || entry.epoch < previous.1 {
+            return Err(StoreError::Corrupt(format!(
+                "the source sent change {} (epoch {}) after {} (epoch {})",
+                entry.seq, entry.epoch, previous.0, previous.1
+            )));
+        }
+        let table = Table::for_kind(&entry.kind).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "change {} is of kind {:?}, which this version does not know: upgrade this site",
+                entry.seq, entry.kind
+            ))
+        })?;
+        let bytes = plugin_sha(&entry.kind, entry.body.as_ref()).and_then(|sha| wasm.get(&sha));
+        table.import(&mut tx, &entry.name, entry.body.as_ref(), bytes.map(Vec::as_slice)).await?;
+        feed::insert(&mut tx, entry).await?;
+        let actor = format!("{} (via {source})", entry.actor);
+        let change = Change {
+            actor: &actor,
+            action: &entry.action,
+            kind: table.audit_kind(),
+            name: &entry.name,
+            before: None,
+            after: entry.body.clone().map(redacted),
+        };
+        audit::insert(&mut tx, change).await?;
+        previous = (entry.seq, entry.epoch);
+    }
+    sqlx::query(
+        "UPDATE site SET head = $1, head_epoch = $2, epoch = CASE WHEN epoch < $3 THEN $3 ELSE epoch END WHERE id = 1",
+    )
+    .bind(previous.0)
+    .bind(previous.1)
+    .bind(source_epoch)
+    .execute(&mut *tx)
+    .await?;
+    let site = site::load_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(site))
+}
+
+/// What a recovery threw away, for the operator.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    /// Objects that existed only here, or differed from the source's.
+    pub discarded: Vec<Discarded>,
+    /// Objects the source had and this site did not.
+    pub added: usize,
+    /// Objects that were already the same.
+    pub unchanged: usize,
+    /// Where this site's feed stood before (seq, epoch).
+    pub was_at: (i64, i64),
+    /// The site afterwards.
+    pub site: Option<Site>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Discarded {
+    pub kind: String,
+    pub name: String,
+    /// `only here` or `replaced by the source's`.
+    pub why: String,
+    /// The object as it was here (token hashes left out).
+    #[schema(value_type = Object)]
+    pub was: Value,
+}
+
+/// Resets this site to `snapshot`, taken from `source`, and leaves it
+/// following `source` from the snapshot's position.
+pub async fn recover(db: &Db, source: &str, snapshot: &Snapshot, wasm: &Wasm, actor: &str) -> Result<Report> {
+    if let Some(unknown) = snapshot.objects.iter().find(|o| Table::for_kind(&o.kind).is_none()) {
+        return Err(StoreError::Corrupt(format!(
+            "the source has objects of kind {:?}, which this version does not know: upgrade this site",
+            unknown.kind
+        )));
+    }
+    let theirs: BTreeMap<(&str, &str), &Value> =
+        snapshot.objects.iter().map(|o| ((o.kind.as_str(), o.name.as_str()), &o.body)).collect();
+    let mut tx = db.writer().begin().await?;
+    let here = site::lock(&mut tx).await?;
+    let mut report = Report { was_at: (here.head, here.head_epoch), ..Report::default() };
+    for table in TABLES {
+        for (name, mine) in table.export_all(&mut tx).await? {
+            match theirs.get(&(table.kind, name.as_str())) {
+                Some(body) if **body == mine => report.unchanged += 1,
+                Some(_) => report.discarded.push(Discarded {
+                    kind: table.kind.into(),
+                    name,
+                    why: "replaced by the source's".into(),
+                    was: redacted(mine),
+                }),
+                None => {
+                    table.import(&mut tx, &name, None, None).await?;
+                    report.discarded.push(Discarded {
+                        kind: table.kind.into(),
+                        name,
+                        why: "only here".into(),
+                        was: redacted(mine),
+                    });
+                }
+            }
+        }
+    }
+    let replaced: std::collections::HashSet<(String, String)> =
+        report.discarded.iter().map(|d| (d.kind.clone(), d.name.clone())).collect();
+    for table in TABLES {
+        for object in snapshot.objects.iter().filter(|o| o.kind == table.kind) {
+            let known = table.export(&mut tx, &object.name).await?.is_some();
+            if known && !replaced.contains(&(object.kind.clone(), object.name.clone())) {
+                continue;
+            }
+            if !known {
+                report.added += 1;
+            }
+            let bytes = plugin_sha(&object.kind, Some(&object.body)).and_then(|sha| wasm.get(&sha));
+            table.import(&mut tx, &object.name, Some(&object.body), bytes.map(Vec::as_slice)).await?;
+        }
+    }
+    // The entries this site held are not the source's; it holds none now
+    // and stands where the snapshot was taken.
+    sqlx::query("DELETE FROM changes").execute(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE site SET role = 'passive', source = $1, head = $2, head_epoch = $3, \
+         epoch = CASE WHEN epoch < $4 THEN $4 ELSE epoch END, changed_at = $5 WHERE id = 1",
+    )
+    .bind(source)
+    .bind(snapshot.site.head)
+    .bind(snapshot.site.head_epoch)
+    .bind(snapshot.site.epoch)
+    .bind(crate::model::now_ms())
+    .execute(&mut *tx)
+    .await?;
+    let after = site::load_in(&mut tx).await?;
+    report.site = Some(after.clone());
+    let change = Change {
+        actor,
+        action: "site.recover",
+        kind: "site",
+        name: &after.name,
+        before: audit::snapshot(&here),
+        after: audit::snapshot(&report),
+    };
+    audit::insert(&mut tx, change).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// A token's hash stays out of reports and the audit trail.
+fn redacted(mut body: Value) -> Value {
+    if let Some(hash) = body.get_mut("hash") {
+        *hash = Value::from("***");
+    }
+    body
+}
