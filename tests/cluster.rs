@@ -38,6 +38,11 @@ pub struct Controller {
 
 /// Starts `tocsin serve` without a local node on `listen` (port 0 for any).
 pub fn controller(name: &str, dir: &Path, listen: &str, database_url: Option<&str>) -> Controller {
+    controller_with(name, dir, listen, database_url, &[])
+}
+
+/// As [`controller`], with more `tocsin serve` flags.
+pub fn controller_with(name: &str, dir: &Path, listen: &str, database_url: Option<&str>, extra: &[&str]) -> Controller {
     std::fs::create_dir_all(dir).unwrap();
     let mut cmd = Command::new(binary("tocsin"));
     cmd.args(["serve", "--listen", listen, "--node-name", name, "--data-dir"])
@@ -48,6 +53,7 @@ pub fn controller(name: &str, dir: &Path, listen: &str, database_url: Option<&st
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }
+    cmd.args(extra);
     let mut proc = Proc::spawn(name, cmd);
     let line = proc.wait_for("listening on http://", Duration::from_secs(90));
     let url = line.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_string();

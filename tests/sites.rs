@@ -4,41 +4,21 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::cluster::controller_config;
-use super::{Proc, binary};
+use super::cluster::{Controller, controller_with};
 
-pub struct SiteProc {
-    pub proc: Proc,
-    pub url: String,
-    /// The admin token printed on first start (empty on a passive site).
-    pub token: String,
-}
+/// A site's one controller: [`Controller`] under the name tests read best.
+pub type SiteProc = Controller;
 
 /// Starts one controller of site `site` on `listen` with database `db`;
 /// `extra` are more `tocsin serve` flags (`--follow`, `--sync-peer`, ...).
 pub fn site(site: &str, dir: &Path, listen: &str, db: &str, extra: &[&str]) -> SiteProc {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cmd = Command::new(binary("tocsin"));
-    cmd.args(["serve", "--listen", listen, "--node-name", site, "--site", site, "--database-url", db, "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(controller_config(dir))
-        .args(extra)
-        .env("RUST_LOG", "info");
-    let mut proc = Proc::spawn(site, cmd);
-    let line = proc.wait_for("listening on http://", Duration::from_secs(90));
-    let url = line.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_string();
-    let token = proc
-        .log()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("export TOCSIN_TOKEN=").map(str::to_string))
-        .unwrap_or_default();
-    SiteProc { proc, url, token }
+    let mut args = vec!["--site", site];
+    args.extend(extra);
+    controller_with(site, dir, listen, Some(db), &args)
 }
 
 /// The API over HTTP with a token.

@@ -105,7 +105,8 @@ impl Client {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// What went wrong with a request, in a few words.
+pub fn describe(e: &reqwest::Error) -> String {
     if e.is_connect() {
         "cannot connect".to_string()
     } else if e.is_timeout() {

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use client::Client;
+pub use client::{Client, describe};
 
 #[derive(Parser)]
 #[command(name = "tocsin", version, about = "Monitoring and alerting you can trust more than what it watches")]

@@ -85,8 +85,10 @@ impl Source {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response =
-            request.send().await.map_err(|e| SourceError::Unreachable(format!("{}: {}", self.url, reason(&e))))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SourceError::Unreachable(format!("{}: {}", self.url, crate::cli::describe(&e))))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -156,16 +158,6 @@ impl Source {
             wasm.insert(sha, bytes);
         }
         Ok(wasm)
-    }
-}
-
-fn reason(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "cannot connect".into()
-    } else if e.is_timeout() {
-        "timed out".into()
-    } else {
-        e.to_string()
     }
 }
 
