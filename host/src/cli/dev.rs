@@ -28,7 +28,7 @@ mod children;
 mod targets;
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -279,6 +279,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     end_line();
     let outcome = match halt {
         Halt::Asked => {
+            // After the terminal's "^C".
+            if std::io::stdout().is_terminal() {
+                println!();
+            }
             println!("stopping (Ctrl-C again kills at once)");
             Ok(())
         }

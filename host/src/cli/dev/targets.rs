@@ -89,10 +89,11 @@ async fn alert(Path(from): Path<String>, body: axum::body::Bytes) -> axum::Json<
         "watchdog" => "watchdog alarm",
         _ => "alert",
     };
-    let mut line = format!("{who}: {}", text("title"));
-    if !text("event").is_empty() {
-        line.push_str(&format!(" ({})", text("event")));
-    }
+    let event = text("event");
+    let line = match event.as_str() {
+        "" => format!("{who}: {}", text("title")),
+        event => format!("{who} ({event}): {}", text("title")),
+    };
     say(&line);
     axum::Json(serde_json::json!({"id": format!("dev-{}", text("id"))}))
 }
