@@ -94,13 +94,13 @@ impl Api {
     /// The whole feed, oldest first.
     pub async fn feed(&self) -> Vec<Value> {
         let mut entries = Vec::new();
-        let (mut after, mut epoch) = (0, 0);
+        let (mut after, mut chain) = (0, String::new());
         loop {
-            let path = format!("/api/v1/sync/feed?after={after}&after_epoch={epoch}");
+            let path = format!("/api/v1/sync/feed?after={after}&after_chain={chain}");
             let page = self.ok(reqwest::Method::GET, &path, None).await;
             let got = page["entries"].as_array().cloned().unwrap_or_default();
             let Some(last) = got.last() else { return entries };
-            (after, epoch) = (last["seq"].as_i64().unwrap(), last["epoch"].as_i64().unwrap());
+            (after, chain) = (last["seq"].as_i64().unwrap(), last["chain"].as_str().unwrap().to_string());
             entries.extend(got);
         }
     }

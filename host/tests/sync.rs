@@ -74,8 +74,18 @@ async fn every_kind_reaches_the_follower_identically(backend: Backend) {
         c.sync.site = Some("backup".into());
     })
     .await;
-    // The backup took a change of its own (its first admin token): it
-    // cannot follow from there, it must recover.
+    // The backup took a change of its own (its first admin token), at the
+    // same seq and epoch as the primary's first: following finds out and
+    // stops; it must recover.
+    ok(&backup, &backup.admin, Method::POST, "/api/v1/sync/follow", Some(json!({"from": primary_url}))).await;
+    backup
+        .wait_until(Duration::from_secs(20), async || {
+            let status = backup.raw(Method::GET, "/api/v1/sync/status", None, None).await.1;
+            status["following"]["diverged"] == true
+        })
+        .await;
+    let (status, _) = backup.raw(Method::GET, "/api/v1/checks/web", Some(&backup.admin), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing applied past the divergence");
     let report =
         ok(&backup, &backup.admin, Method::POST, "/api/v1/sync/recover", Some(json!({"from": primary_url}))).await;
     let discarded = report["discarded"].as_array().unwrap();

@@ -4,8 +4,8 @@
 -- One row. `role` is 'active' (takes changes, schedules, alerts) or
 -- 'passive' (follows `source`). `epoch` is the highest site epoch seen; a
 -- promotion takes one above it. `head` is the seq of the newest feed entry
--- and `head_epoch` the epoch it was written in: together they say where a
--- follower stands.
+-- and `head_epoch` the epoch it was written in; `head_chain` is that entry's
+-- link in the feed's hash chain, which says where a follower stands.
 CREATE TABLE site (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     name       TEXT    NOT NULL,
@@ -13,14 +13,17 @@ CREATE TABLE site (
     epoch      INTEGER NOT NULL,
     head       INTEGER NOT NULL,
     head_epoch INTEGER NOT NULL,
+    head_chain TEXT    NOT NULL,
     source     TEXT,
     changed_at INTEGER NOT NULL
 );
-INSERT INTO site (id, name, role, epoch, head, head_epoch, changed_at) VALUES (1, 'main', 'active', 1, 0, 0, 0);
+INSERT INTO site (id, name, role, epoch, head, head_epoch, head_chain, changed_at) VALUES (1, 'main', 'active', 1, 0, 0, '', 0);
 
 -- The change feed: every configuration change, in commit order, with the
 -- object as it is after the change (`body`, none when it was deleted).
--- A follower holds a copy of its source's entries with the same seq.
+-- `chain` is sha256 over the previous entry's chain and this entry, so two
+-- sites hold the same entry at a seq only if they hold the same history up
+-- to it. A follower holds a copy of its source's entries.
 CREATE TABLE changes (
     seq    INTEGER PRIMARY KEY,
     epoch  INTEGER NOT NULL,
@@ -29,5 +32,6 @@ CREATE TABLE changes (
     action TEXT    NOT NULL,
     kind   TEXT    NOT NULL,
     name   TEXT    NOT NULL,
-    body   TEXT
+    body   TEXT,
+    chain  TEXT    NOT NULL
 );

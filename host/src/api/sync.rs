@@ -78,9 +78,9 @@ async fn status(State(state): Shared) -> Result<axum::Json<SyncStatus>, ApiError
 struct FeedQuery {
     /// The seq of the newest entry the reader holds (0: none).
     after: i64,
-    /// The epoch that entry was written in, so a reader that diverged is told.
+    /// That entry's chain link, so a reader that diverged is told.
     #[serde(default)]
-    after_epoch: i64,
+    after_chain: String,
     /// At most this many entries (default and cap 1000).
     limit: Option<i64>,
     /// Hold the request this long while there is nothing new (cap 30 000).
@@ -100,7 +100,7 @@ async fn read_feed(
 ) -> Result<axum::Json<FeedPage>, ApiError> {
     may_read_feed(&state, &caller, &peer)?;
     let here = site::load(&state.db).await?;
-    check_position(&state, &here, query.after, query.after_epoch).await?;
+    check_position(&state, &here, query.after, &query.after_chain).await?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
     let deadline = Instant::now() + Duration::from_millis(query.wait_ms.unwrap_or(0).min(30_000));
     loop {
@@ -115,8 +115,8 @@ async fn read_feed(
     }
 }
 
-/// Whether a reader standing at (`after`, `epoch`) continues this feed.
-async fn check_position(state: &AppState, here: &Site, after: i64, epoch: i64) -> Result<(), ApiError> {
+/// Whether a reader standing at (`after`, `chain`) continues this feed.
+async fn check_position(state: &AppState, here: &Site, after: i64, chain: &str) -> Result<(), ApiError> {
     if after == 0 {
         return match feed::first_seq(&state.db).await? {
             Some(first) if first > 1 => Err(diverged(format!(
@@ -131,10 +131,12 @@ async fn check_position(state: &AppState, here: &Site, after: i64, epoch: i64) -
             here.head
         )));
     }
-    match feed::epoch_of(&state.db, after).await? {
-        Some(mine) if mine == epoch => Ok(()),
-        Some(mine) => Err(diverged(format!(
-            "change {after} is from epoch {epoch} at the reader and from epoch {mine} here: the reader took changes of its own"
+    let mine =
+        if after == here.head { Some(here.head_chain.clone()) } else { feed::chain_of(&state.db, after).await? };
+    match mine {
+        Some(mine) if mine == chain => Ok(()),
+        Some(_) => Err(diverged(format!(
+            "change {after} at the reader is not change {after} here: the reader took changes of its own"
         ))),
         None => Err(diverged(format!(
             "this site no longer holds change {after} (it was recovered from a snapshot): the reader must recover"
@@ -215,6 +217,7 @@ async fn follow(
     require_token(&state)?;
     let site = site::follow(&state.db, &from, &caller.actor()).await?;
     tracing::warn!(source = %from, actor = %caller.actor(), "this site is now passive, following another");
+    *state.following.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
     state.site.publish(site.clone());
     Ok(axum::Json(site))
 }
@@ -247,6 +250,7 @@ async fn recover(
         follower::SourceError::Local(e) => ApiError::from(e),
         other => ApiError::new(StatusCode::BAD_GATEWAY, "source_failed", format!("{from}: {other}")),
     })?;
+    *state.following.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
     if let Some(site) = &report.site {
         state.site.publish(site.clone());
     }

@@ -42,14 +42,14 @@ pub fn plugin_sha(kind: &str, body: Option<&Value>) -> Option<String> {
     body?.get("sha256")?.as_str().map(str::to_string)
 }
 
-/// Applies `entries`, which follow `after` (seq, epoch) in the source's
+/// Applies `entries`, which follow `after` (seq, chain) in the source's
 /// feed. `None` when this site no longer stands at `after` (another
 /// controller applied them first); otherwise the site afterwards.
 pub async fn page(
     db: &Db,
     source: &str,
     source_epoch: i64,
-    after: (i64, i64),
+    after: (i64, &str),
     entries: &[Entry],
     wasm: &Wasm,
 ) -> Result<Option<Site>> {
@@ -58,15 +58,15 @@ pub async fn page(
     if here.role != Role::Passive {
         return Err(StoreError::Conflict(format!("site {} is active: it follows no one", here.name)));
     }
-    if (here.head, here.head_epoch) != after {
+    if (here.head, here.head_chain.as_str()) != after {
         return Ok(None);
     }
-    let mut previous = after;
+    let (mut seq, mut chain, mut epoch) = (after.0, after.1.to_string(), here.head_epoch);
     for entry in entries {
-        if entry.seq != previous.0 + 1 || entry.epoch < previous.1 {
+        if entry.seq != seq + 1 || feed::link(&chain, entry) != entry.chain {
             return Err(StoreError::Corrupt(format!(
-                "the source sent change {} (epoch {}) after {} (epoch {})",
-                entry.seq, entry.epoch, previous.0, previous.1
+                "the source sent change {} that does not follow change {seq} here (sequence or chain)",
+                entry.seq
             )));
         }
         let table = Table::for_kind(&entry.kind).ok_or_else(|| {
@@ -88,13 +88,15 @@ pub async fn page(
             after: entry.body.clone().map(redacted),
         };
         audit::insert(&mut tx, change).await?;
-        previous = (entry.seq, entry.epoch);
+        (seq, chain, epoch) = (entry.seq, entry.chain.clone(), entry.epoch);
     }
     sqlx::query(
-        "UPDATE site SET head = $1, head_epoch = $2, epoch = CASE WHEN epoch < $3 THEN $3 ELSE epoch END WHERE id = 1",
+        "UPDATE site SET head = $1, head_epoch = $2, head_chain = $3, \
+         epoch = CASE WHEN epoch < $4 THEN $4 ELSE epoch END WHERE id = 1",
     )
-    .bind(previous.0)
-    .bind(previous.1)
+    .bind(seq)
+    .bind(epoch)
+    .bind(&chain)
     .bind(source_epoch)
     .execute(&mut *tx)
     .await?;
@@ -184,12 +186,13 @@ pub async fn recover(db: &Db, source: &str, snapshot: &Snapshot, wasm: &Wasm, ac
     // and stands where the snapshot was taken.
     sqlx::query("DELETE FROM changes").execute(&mut *tx).await?;
     sqlx::query(
-        "UPDATE site SET role = 'passive', source = $1, head = $2, head_epoch = $3, \
-         epoch = CASE WHEN epoch < $4 THEN $4 ELSE epoch END, changed_at = $5 WHERE id = 1",
+        "UPDATE site SET role = 'passive', source = $1, head = $2, head_epoch = $3, head_chain = $4, \
+         epoch = CASE WHEN epoch < $5 THEN $5 ELSE epoch END, changed_at = $6 WHERE id = 1",
     )
     .bind(source)
     .bind(snapshot.site.head)
     .bind(snapshot.site.head_epoch)
+    .bind(&snapshot.site.head_chain)
     .bind(snapshot.site.epoch)
     .bind(crate::model::now_ms())
     .execute(&mut *tx)

@@ -7,9 +7,15 @@
 //! has read up to `n` has missed nothing below it. The same update refuses
 //! the change when the site is passive, which is what keeps a backup site
 //! from taking changes of its own.
+//!
+//! Each entry also carries its link in a hash chain over the whole feed
+//! ([`link`]). A position is (seq, chain): two sites that took changes on
+//! their own never share one, even at the same seq and epoch, so a reader
+//! that diverged is always told.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
@@ -34,18 +40,42 @@ pub struct Entry {
     /// The object after the change; none when it was deleted.
     #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,
+    /// sha256 (hex) over the previous entry's chain and this entry.
+    pub chain: String,
+}
+
+/// The chain link of an entry that follows `previous` (empty for the first).
+pub fn link(previous: &str, entry: &Entry) -> String {
+    let body = entry.body.as_ref().map(Value::to_string).unwrap_or_default();
+    let mut hash = Sha256::new();
+    for part in [
+        previous,
+        &entry.seq.to_string(),
+        &entry.epoch.to_string(),
+        &entry.at.to_string(),
+        &entry.actor,
+        &entry.action,
+        &entry.kind,
+        &entry.name,
+        &body,
+    ] {
+        hash.update(part.len().to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hex::encode(hash.finalize())
 }
 
 /// Records the change just made to object `name` of `table`, inside its
 /// transaction. Fails with [`StoreError::Passive`] on a passive site.
 pub async fn capture(conn: &mut AnyConnection, table: &Table, name: &str, actor: &str, action: &str) -> Result<()> {
     let body = table.export(conn, name).await?;
-    let position: Option<(i64, i64)> = sqlx::query_as(
-        "UPDATE site SET head = head + 1, head_epoch = epoch WHERE id = 1 AND role = 'active' RETURNING head, epoch",
+    let position: Option<(i64, i64, String)> = sqlx::query_as(
+        "UPDATE site SET head = head + 1, head_epoch = epoch WHERE id = 1 AND role = 'active' \
+         RETURNING head, epoch, head_chain",
     )
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((seq, epoch)) = position else {
+    let Some((seq, epoch, previous)) = position else {
         let source: Option<String> =
             sqlx::query_scalar("SELECT source FROM site WHERE id = 1").fetch_optional(&mut *conn).await?.flatten();
         return Err(StoreError::Passive(match source {
@@ -53,7 +83,7 @@ pub async fn capture(conn: &mut AnyConnection, table: &Table, name: &str, actor:
             None => "this site is passive; make changes on the active site (or promote this one)".into(),
         }));
     };
-    let entry = Entry {
+    let mut entry = Entry {
         seq,
         epoch,
         at: now_ms(),
@@ -62,15 +92,18 @@ pub async fn capture(conn: &mut AnyConnection, table: &Table, name: &str, actor:
         kind: table.kind.to_string(),
         name: name.to_string(),
         body,
+        chain: String::new(),
     };
+    entry.chain = link(&previous, &entry);
+    sqlx::query("UPDATE site SET head_chain = $1 WHERE id = 1").bind(&entry.chain).execute(&mut *conn).await?;
     insert(conn, &entry).await
 }
 
 /// Writes `entry` as it is (a follower keeps its source's numbering).
 pub async fn insert(conn: &mut AnyConnection, entry: &Entry) -> Result<()> {
     sqlx::query(
-        "INSERT INTO changes (seq, epoch, at, actor, action, kind, name, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO changes (seq, epoch, at, actor, action, kind, name, body, chain) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(entry.seq)
     .bind(entry.epoch)
@@ -80,6 +113,7 @@ pub async fn insert(conn: &mut AnyConnection, entry: &Entry) -> Result<()> {
     .bind(&entry.kind)
     .bind(&entry.name)
     .bind(entry.body.as_ref().map(Value::to_string))
+    .bind(&entry.chain)
     .execute(conn)
     .await?;
     Ok(())
@@ -95,6 +129,7 @@ struct Row {
     kind: String,
     name: String,
     body: Option<String>,
+    chain: String,
 }
 
 impl Row {
@@ -115,6 +150,7 @@ impl Row {
             kind: self.kind,
             name: self.name,
             body,
+            chain: self.chain,
         })
     }
 }
@@ -122,7 +158,7 @@ impl Row {
 /// Entries after `after`, oldest first.
 pub async fn page(db: &Db, after: i64, limit: i64) -> Result<Vec<Entry>> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, epoch, at, actor, action, kind, name, body FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT seq, epoch, at, actor, action, kind, name, body, chain FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after)
     .bind(limit)
@@ -131,9 +167,9 @@ pub async fn page(db: &Db, after: i64, limit: i64) -> Result<Vec<Entry>> {
     rows.into_iter().map(Row::into_entry).collect()
 }
 
-/// The epoch of entry `seq`, if this site has it.
-pub async fn epoch_of(db: &Db, seq: i64) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT epoch FROM changes WHERE seq = $1").bind(seq).fetch_optional(db.reader()).await?)
+/// The chain link of entry `seq`, if this site has it.
+pub async fn chain_of(db: &Db, seq: i64) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT chain FROM changes WHERE seq = $1").bind(seq).fetch_optional(db.reader()).await?)
 }
 
 /// The oldest entry this site holds (a recovered site holds none before

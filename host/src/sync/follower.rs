@@ -114,9 +114,9 @@ impl Source {
         self.json("/api/v1/sync/status", Duration::from_secs(2)).await
     }
 
-    pub async fn feed(&self, after: (i64, i64), wait: Duration) -> Result<FeedPage, SourceError> {
+    pub async fn feed(&self, after: (i64, &str), wait: Duration) -> Result<FeedPage, SourceError> {
         let path = format!(
-            "/api/v1/sync/feed?after={}&after_epoch={}&limit={PAGE}&wait_ms={}",
+            "/api/v1/sync/feed?after={}&after_chain={}&limit={PAGE}&wait_ms={}",
             after.0,
             after.1,
             wait.as_millis()
@@ -220,6 +220,8 @@ impl Follower {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                // Recovered, promoted or pointed elsewhere: try at once.
+                _ = changes.changed() => {}
                 _ = cancel.cancelled() => return,
             }
         }
@@ -233,7 +235,7 @@ impl Follower {
                 message: "this site has no sync token: set TOCSIN_SYNC_TOKEN (or [sync] token) to an admin token of the source".into(),
             });
         }
-        let after = (site.head, site.head_epoch);
+        let after = (site.head, site.head_chain.as_str());
         let page = source.feed(after, WAIT).await?;
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

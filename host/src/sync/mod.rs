@@ -6,12 +6,13 @@
 //! after the change ([`entities`]). A passive site's controllers pull their
 //! source's feed ([`follower`]) and apply each page in one transaction,
 //! keeping the source's numbering, so "where a site stands" is one pair:
-//! the seq of its newest entry and the epoch it was written in.
+//! the seq of its newest entry and that entry's link in the feed's hash
+//! chain.
 //!
 //! Site epochs decide who is active ([`site`]). A promotion takes an epoch
 //! above any the site has seen; an active site that hears a peer active
 //! with a newer epoch steps down and follows it ([`peers`]). A follower
-//! whose newest entry the source does not hold with the same epoch has
+//! whose newest entry the source does not hold (same seq, same link) has
 //! diverged (it took changes the source never saw): it stops, and `tocsin
 //! sync recover` resets it to the source's state with a report of what it
 //! discarded ([`apply::recover`]).
@@ -97,6 +98,7 @@ impl SiteWatch {
             epoch: 1,
             head: 0,
             head_epoch: 0,
+            head_chain: String::new(),
             source: None,
             changed_at: 0,
         };

@@ -40,6 +40,8 @@ pub struct Site {
     pub head: i64,
     /// The epoch that change was written in.
     pub head_epoch: i64,
+    /// That change's link in the feed's hash chain (empty: none yet).
+    pub head_chain: String,
     /// The site followed while passive.
     pub source: Option<String>,
     /// When the role last changed (unix ms).
@@ -53,11 +55,12 @@ struct Row {
     epoch: i64,
     head: i64,
     head_epoch: i64,
+    head_chain: String,
     source: Option<String>,
     changed_at: i64,
 }
 
-const COLUMNS: &str = "name, role, epoch, head, head_epoch, source, changed_at";
+const COLUMNS: &str = "name, role, epoch, head, head_epoch, head_chain, source, changed_at";
 
 fn from_row(row: Row) -> Result<Site> {
     Ok(Site {
@@ -66,6 +69,7 @@ fn from_row(row: Row) -> Result<Site> {
         epoch: row.epoch,
         head: row.head,
         head_epoch: row.head_epoch,
+        head_chain: row.head_chain,
         source: row.source,
         changed_at: row.changed_at,
     })
