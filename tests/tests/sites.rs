@@ -51,6 +51,20 @@ impl Pair {
         Api::new(&self.backup.url, &self.token)
     }
 
+    /// The primary, back on its port and database after a kill: it knows
+    /// the backup as a peer and can read its feed.
+    fn restart_old_primary(&mut self) {
+        let port = self.primary.url.rsplit(':').next().unwrap().to_string();
+        let b_url = self.backup.url.clone();
+        self.primary = site(
+            "primary",
+            &self._dir.path().join("p"),
+            &format!("127.0.0.1:{port}"),
+            &self.primary_db.url,
+            &["--sync-allow", "127.0.0.1", "--sync-peer", &b_url, "--sync-token", &self.token],
+        );
+    }
+
     fn assert_clean_logs(&self) {
         for proc in [&self.primary.proc, &self.backup.proc] {
             let errors = proc.unexpected_errors(EXPECTED);
@@ -266,15 +280,8 @@ async fn promotion_then_the_old_primary_returns_passive_and_follows() {
 
     // The old primary comes back with its old epoch: it must never say it
     // is ready, and it follows the new one.
-    let port = pair.primary.url.rsplit(':').next().unwrap();
     let b_url = pair.backup.url.clone();
-    pair.primary = site(
-        "primary",
-        &pair._dir.path().join("p"),
-        &format!("127.0.0.1:{port}"),
-        &pair.primary_db.url,
-        &["--sync-allow", "127.0.0.1", "--sync-peer", &b_url, "--sync-token", &pair.token],
-    );
+    pair.restart_old_primary();
     let old = pair.primary();
     let mut readiness = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -303,8 +310,7 @@ async fn promotion_then_the_old_primary_returns_passive_and_follows() {
 async fn a_diverged_site_stops_and_recover_reports_what_it_discarded() {
     let mut pair = Pair::start().await;
     let (p_url, b_url) = (pair.primary.url.clone(), pair.backup.url.clone());
-    let (p_port, b_port) =
-        (p_url.rsplit(':').next().unwrap().to_string(), b_url.rsplit(':').next().unwrap().to_string());
+    let b_port = b_url.rsplit(':').next().unwrap().to_string();
     for i in 0..6 {
         change(&pair.primary(), i).await;
     }
@@ -335,13 +341,7 @@ async fn a_diverged_site_stops_and_recover_reports_what_it_discarded() {
 
     // The old primary returns: it steps down, but its newest change is not
     // the new primary's, so it stops and says how to go on.
-    pair.primary = site(
-        "primary",
-        &pair._dir.path().join("p"),
-        &format!("127.0.0.1:{p_port}"),
-        &pair.primary_db.url,
-        &["--sync-allow", "127.0.0.1", "--sync-peer", &b_url, "--sync-token", &pair.token],
-    );
+    pair.restart_old_primary();
     let old = pair.primary();
     eventually("the old primary reports divergence", Duration::from_secs(30), || async {
         old.status().await["following"]["diverged"] == true

@@ -145,9 +145,13 @@ pub async fn recover(db: &Db, source: &str, snapshot: &Snapshot, wasm: &Wasm, ac
     let mut tx = db.writer().begin().await?;
     let here = site::lock(&mut tx).await?;
     let mut report = Report { was_at: (here.head, here.head_epoch), ..Report::default() };
+    // What this site holds: the same as the source's, or not.
+    let mut held: HashMap<(&str, String), bool> = HashMap::new();
     for table in TABLES {
         for (name, mine) in table.export_all(&mut tx).await? {
-            match theirs.get(&(table.kind, name.as_str())) {
+            let theirs = theirs.get(&(table.kind, name.as_str()));
+            held.insert((table.kind, name.clone()), theirs.is_some_and(|body| **body == mine));
+            match theirs {
                 Some(body) if **body == mine => report.unchanged += 1,
                 Some(_) => report.discarded.push(Discarded {
                     kind: table.kind.into(),
@@ -167,16 +171,12 @@ pub async fn recover(db: &Db, source: &str, snapshot: &Snapshot, wasm: &Wasm, ac
             }
         }
     }
-    let replaced: std::collections::HashSet<(String, String)> =
-        report.discarded.iter().map(|d| (d.kind.clone(), d.name.clone())).collect();
     for table in TABLES {
         for object in snapshot.objects.iter().filter(|o| o.kind == table.kind) {
-            let known = table.export(&mut tx, &object.name).await?.is_some();
-            if known && !replaced.contains(&(object.kind.clone(), object.name.clone())) {
-                continue;
-            }
-            if !known {
-                report.added += 1;
+            match held.get(&(table.kind, object.name.clone())) {
+                Some(true) => continue,
+                Some(false) => {}
+                None => report.added += 1,
             }
             let bytes = plugin_sha(&object.kind, Some(&object.body)).and_then(|sha| wasm.get(&sha));
             table.import(&mut tx, &object.name, Some(&object.body), bytes.map(Vec::as_slice)).await?;

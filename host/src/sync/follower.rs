@@ -187,6 +187,7 @@ impl Follower {
     pub async fn run(self, cancel: CancellationToken) {
         let mut changes = self.site.subscribe();
         let mut failures = 0u32;
+        let mut client: Option<Source> = None;
         loop {
             let site = self.site.current();
             let source = match (&site.role, &site.source) {
@@ -198,10 +199,14 @@ impl Follower {
                     }
                 }
             };
-            let token = self.config.token.as_ref().map(|t| t.expose().to_string());
-            let source = Source::new(&source, token);
+            // One client (and its connections) per source, not per poll.
+            if client.as_ref().is_none_or(|c: &Source| c.url != source.trim_end_matches('/')) {
+                let token = self.config.token.as_ref().map(|t| t.expose().to_string());
+                client = Some(Source::new(&source, token));
+            }
+            let Some(source) = client.as_ref() else { continue };
             let outcome = tokio::select! {
-                outcome = self.step(&source, &site) => outcome,
+                outcome = self.step(source, &site) => outcome,
                 _ = cancel.cancelled() => return,
             };
             let pause = match outcome {
@@ -211,7 +216,7 @@ impl Follower {
                 }
                 Err(e) => {
                     failures += 1;
-                    self.record_failure(&source, &e, failures);
+                    self.record_failure(source, &e, failures);
                     match e {
                         SourceError::Unreachable(_) => Duration::from_millis(250 * u64::from(failures.min(8))),
                         _ => Duration::from_secs(5),

@@ -85,7 +85,8 @@ async fn configure(db: &Db, sink: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The value at quantile `p` (0 to 1) of `sorted`.
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

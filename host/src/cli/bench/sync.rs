@@ -16,18 +16,12 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::alerting::percentile;
 use super::local::{self, Controller};
 use super::{SyncArgs, other};
 use crate::cli::CliError;
 
 const CONFIG: &str = "local_node = false\n";
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Change `i`: contacts created, then edited over and over.
 async fn change(primary: &Controller, i: usize) -> Result<(), CliError> {
