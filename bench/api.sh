@@ -3,7 +3,7 @@
 # writes of new checks, on SQLite and on PostgreSQL; requests/s and p99.
 #
 #   apt-get install wrk
-#   cargo build --release -p tocsin
+#   cargo build --release -p tocsin -p tocsin-watchdog (the README's build)
 #   bench/api.sh          # POSTGRES=postgres://postgres@127.0.0.1:5432 CONNECTIONS=32 DURATION=10
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 DURATION=${DURATION:-10}
 CHECKS=${CHECKS:-1000}
 command -v wrk >/dev/null || { echo "missing: wrk (apt-get install wrk)" >&2; exit 2; }
-[ -x "$TOCSIN" ] || { echo "missing: $TOCSIN (cargo build --release -p tocsin)" >&2; exit 2; }
+[ -x "$TOCSIN" ] || { echo "missing: $TOCSIN (cargo build --release -p tocsin -p tocsin-watchdog)" >&2; exit 2; }
 
 work=$(mktemp -d)
 server=

@@ -4,7 +4,7 @@
 # same target, same concurrency, same run; plus the target's own ceiling.
 #
 #   apt-get install nginx wrk prometheus-blackbox-exporter
-#   cargo build --release -p tocsin
+#   cargo build --release -p tocsin -p tocsin-watchdog (the README's build)
 #   bench/probes.sh                    # CONCURRENCY=64 DURATION=10 by default
 #
 # Both probers open a new connection per probe (that is what a probe

@@ -307,13 +307,6 @@ pub(crate) async fn fill(state: &State, now: Millis, days: u32, components: u32)
 
 #[cfg(test)]
 mod tests {
-    /// `cargo test --release -p tocsin-watchdog bench::tests::page -- --ignored --nocapture`
-    #[tokio::test(flavor = "multi_thread")]
-    #[ignore = "a benchmark: run it on purpose, in release"]
-    async fn page() {
-        super::page(90, 50).await.unwrap();
-    }
-
     #[tokio::test]
     async fn a_small_bench_runs() {
         super::run(2, 3, 3).await.unwrap();

@@ -250,7 +250,7 @@ pub async fn failover(args: Args) -> anyhow::Result<()> {
     };
     anyhow::ensure!(
         tocsin.is_file(),
-        "{} not found: build it (cargo build --release -p tocsin) or pass --tocsin",
+        "{} not found: build it (cargo build --release -p tocsin -p tocsin-watchdog) or pass --tocsin",
         tocsin.display()
     );
     let mut with = Vec::new();
