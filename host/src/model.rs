@@ -132,6 +132,7 @@ impl fmt::Display for CheckStatus {
 pub struct Check {
     pub id: i64,
     #[serde(flatten)]
+    #[schema(schema_with = spec_fields)]
     pub spec: CheckSpec,
     pub status: CheckStatus,
     #[serde(with = "timestamp")]
@@ -147,6 +148,18 @@ pub struct Check {
     #[serde(with = "timestamp")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
+}
+
+/// A spec's fields as part of a [`Check`]: `CheckSpec`'s schema without its
+/// `additionalProperties: false`, which is about requests (an unknown field
+/// is refused) and would refuse the state a check is answered with.
+fn spec_fields() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::{RefOr, Schema};
+    let mut schema = <CheckSpec as utoipa::PartialSchema>::schema();
+    if let RefOr::T(Schema::Object(object)) = &mut schema {
+        object.additional_properties = None;
+    }
+    schema
 }
 
 /// One run of a check: the verdict for one slot, or a confirmation retest.
@@ -348,6 +361,11 @@ pub mod wire {
     }
 
     pub fn parse_time(s: &str) -> Result<Millis, String> {
+        // Any offset, as RFC 3339 (and the API's document) allows; humantime
+        // takes only UTC, but also the looser forms people type.
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(t.timestamp_millis().max(0));
+        }
         let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
         Ok(t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
     }
@@ -358,7 +376,8 @@ pub mod wire {
             && secs.is_finite()
             && secs >= 0.0
         {
-            return Ok(Duration::from_secs_f64(secs));
+            // Not `from_secs_f64`, which panics on a number too large.
+            return Duration::try_from_secs_f64(secs).map_err(|_| format!("{s} seconds is too long a duration"));
         }
         humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration such as 30s or 5m: {e}"))
     }
@@ -432,6 +451,7 @@ mod tests {
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e300").is_err(), "too long, and no panic");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
     }
 
@@ -452,5 +472,6 @@ mod tests {
     fn times_round_trip() {
         let ms = 1_700_000_000_123;
         assert_eq!(parse_time(&format_ms(ms)).unwrap(), ms);
+        assert_eq!(parse_time("2023-11-14T23:13:20.123+01:00").unwrap(), ms);
     }
 }

@@ -18,6 +18,7 @@ both!(
     plugins_upload_show_and_delete,
     apply_is_idempotent_and_shows_its_plan,
     operations_endpoints,
+    the_document_declares_what_the_handlers_enforce,
     check_changes_reach_the_node_and_the_watchdog_levers_work,
 );
 
@@ -535,6 +536,55 @@ async fn operations_endpoints(backend: Backend) {
     let nodes = app.get("/api/v1/nodes").await;
     assert_eq!(nodes[0]["name"], "test-node");
     assert_eq!(nodes[0]["location"], "test");
+    app.stop().await;
+}
+
+/// The OpenAPI document's bounds are the handlers' (the contract test runs
+/// Schemathesis over all of it; this is the quick check of a few).
+async fn the_document_declares_what_the_handlers_enforce(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, doc) = app.raw(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    let confirm = schemas["CheckSpec"]["properties"]["confirm"]["maximum"].as_i64().expect("confirm is bounded");
+    let check = |confirm: i64| json!({"name": format!("c{confirm}"), "plugin": "http", "target": "https://example.com", "confirm": confirm});
+    for over in [confirm + 1, 2_147_483_648] {
+        let (status, answer) = app.call(Method::POST, "/api/v1/checks", Some(check(over))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().starts_with("confirm: "), "{answer}");
+    }
+    let (status, created) = app.call(Method::POST, "/api/v1/checks", Some(check(confirm))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // A check is answered with its state: its schema is not the request's.
+    assert_eq!(schemas["CheckSpec"]["additionalProperties"], false);
+    assert!(schemas["Check"]["allOf"][0].get("additionalProperties").is_none(), "{}", schemas["Check"]);
+    assert!(created["id"].is_i64() && created["status"] == "pending");
+    // A site's role is not a token's.
+    assert_eq!(schemas["Site"]["properties"]["role"]["$ref"], "#/components/schemas/SiteRole");
+    assert_eq!(schemas["SiteRole"]["enum"], json!(["active", "passive"]));
+    assert_eq!(app.get("/api/v1/sync/status").await["site"]["role"], "active");
+
+    let limit = |path: &str| {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        params.iter().find(|p| p["name"] == "limit").unwrap()["schema"]["maximum"].as_i64().unwrap()
+    };
+    for path in ["/api/v1/incidents", "/api/v1/audit", "/api/v1/checks"] {
+        let max = limit(path);
+        let (status, _) = app.call(Method::GET, &format!("{path}?limit={max}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let (status, answer) = app.call(Method::GET, &format!("{path}?limit={}", max + 1), None).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    }
+
+    // Errors the handlers do not list are declared too, as JSON.
+    let revoke = &doc["paths"]["/api/v1/tokens/{id}"]["delete"]["responses"];
+    for status in ["401", "403", "404", "503"] {
+        assert_eq!(revoke[status]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
+    }
+    let (status, answer) = app.call(Method::GET, "/api/v1/incidents/abc", None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")));
+    let upload = &doc["paths"]["/api/v1/plugins"]["post"]["requestBody"]["content"];
+    assert!(upload.get("multipart/form-data").is_some() && upload.get("application/wasm").is_some(), "{upload}");
     app.stop().await;
 }
 

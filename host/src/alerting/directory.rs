@@ -82,6 +82,12 @@ pub async fn delete(conn: &mut AnyConnection, kind: Kind, name: &str) -> store::
     Ok(before)
 }
 
+// Bounds of policies and gateways; the API's document declares them too.
+pub const MAX_STEPS: usize = 20;
+pub const MAX_REPEAT: u32 = 9;
+pub const STEP_TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 1.0..=86_400.0;
+pub const GATEWAY_TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.1..=60.0;
+
 /// What is wrong with an object: the field and the problem.
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -145,11 +151,11 @@ pub async fn validate_policy(conn: &mut AnyConnection, p: &Policy) -> Result<(),
     if p.steps.is_empty() {
         return Err(invalid("steps", "a policy needs at least one step"));
     }
-    if p.steps.len() > 20 {
-        return Err(invalid("steps", "at most 20 steps"));
+    if p.steps.len() > MAX_STEPS {
+        return Err(invalid("steps", format!("at most {MAX_STEPS} steps")));
     }
-    if p.repeat > 9 {
-        return Err(invalid("repeat", format!("{} is out of range: repeat 0 to 9 times", p.repeat)));
+    if p.repeat > MAX_REPEAT {
+        return Err(invalid("repeat", format!("{} is out of range: repeat 0 to {MAX_REPEAT} times", p.repeat)));
     }
     let steps = p.steps.iter().enumerate().map(|(i, s)| (format!("steps[{i}]"), s));
     for (field, step) in steps.chain(p.fallback.iter().map(|s| ("fallback".to_string(), s))) {
@@ -163,7 +169,7 @@ async fn validate_step(conn: &mut AnyConnection, field: &str, step: &Step) -> Re
         return Err(invalid(format!("{field}.notify"), "a step must notify at least one contact"));
     }
     let secs = step.timeout.as_secs_f64();
-    if !(1.0..=86_400.0).contains(&secs) {
+    if !STEP_TIMEOUT_SECS.contains(&secs) {
         return Err(invalid(format!("{field}.timeout"), "between 1s and 24h"));
     }
     for target in &step.notify {
@@ -196,7 +202,7 @@ pub async fn validate_gateway(catalog: &Catalog, db: &Db, g: &Gateway) -> Result
         grant.parse::<Grant>().map_err(|e| invalid(format!("allow[{i}]"), e.to_string()))?;
     }
     let secs = g.timeout.as_secs_f64();
-    if !(0.1..=60.0).contains(&secs) {
+    if !GATEWAY_TIMEOUT_SECS.contains(&secs) {
         return Err(invalid("timeout", "between 100ms and 60s"));
     }
     Ok(())

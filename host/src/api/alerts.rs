@@ -37,15 +37,19 @@ fn bad(message: String) -> ApiError {
     ApiError::bad_request("invalid_alert", message)
 }
 
+/// The longest `source` and `key`, in bytes.
+pub(super) const MAX_KEY: usize = 200;
+pub(super) const STATUSES: &[&str] = &["firing", "resolved"];
+
 fn validate(alert: &Alert) -> Result<(), ApiError> {
-    let field_ok = |s: &str| !s.trim().is_empty() && s.len() <= 200;
+    let field_ok = |s: &str| !s.trim().is_empty() && s.len() <= MAX_KEY;
     if !field_ok(&alert.source) {
-        return Err(bad("source: 1 to 200 characters".into()));
+        return Err(bad(format!("source: 1 to {MAX_KEY} characters")));
     }
     if !field_ok(&alert.key) {
-        return Err(bad("key: 1 to 200 characters".into()));
+        return Err(bad(format!("key: 1 to {MAX_KEY} characters")));
     }
-    if !matches!(alert.status.as_str(), "firing" | "resolved") {
+    if !STATUSES.contains(&alert.status.as_str()) {
         return Err(bad(format!("status {:?}: use firing or resolved", alert.status)));
     }
     if alert.status == "firing" && alert.summary.trim().is_empty() {

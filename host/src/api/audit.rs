@@ -38,10 +38,7 @@ async fn list_audit(
     Params(q): Params<AuditQuery>,
 ) -> Result<axum::Json<Vec<AuditEntry>>, ApiError> {
     caller.require(Role::Admin)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", format!("limit {limit}: use 1 to 1000")));
-    }
+    let limit = super::page_limit(q.limit, 100, super::MAX_PAGE)?;
     let entries = match (q.after, q.before) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_query", "give `after` or `before`, not both")),
         (Some(after), None) => store::audit::list(&state.db, after, limit).await?,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tocsin_runtime::{Grant, PluginKind};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Params, Shared};
+use super::{ApiError, AppState, Body, Params, Path, Shared};
 use crate::auth::Caller;
 use crate::catalog::CatalogError;
 use crate::model::{Check, CheckSpec, CheckStatus, Role};
@@ -26,9 +26,19 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(resume_check))
 }
 
-const MAX_LIST: i64 = 5000;
-const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+// What a check may be. The document declares these same bounds
+// (`contract`), so a client learns them before it is refused.
+pub(super) const MAX_LIST: i64 = 5000;
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// Entries of `locations`, `tags` and `allow`.
+pub(super) const MAX_ITEMS: usize = 32;
+/// Other locations that must confirm a failure: no more than a check can
+/// name.
+pub(super) const MAX_CONFIRM: u32 = MAX_ITEMS as u32;
+pub(super) const MAX_DESCRIPTION: usize = 4096;
+/// [`is_name`] as a regular expression.
+pub(super) const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,62}$";
 
 /// Checks a spec as a user wrote it and returns it as it will be stored
 /// (plugin resolved and pinned). Every refusal names the field at fault.
@@ -47,6 +57,12 @@ pub(super) async fn validate(state: &AppState, mut spec: CheckSpec) -> Result<Ch
         if found.is_none() {
             return invalid(format!("policy: no escalation policy named {policy:?}"));
         }
+    }
+    if spec.description.len() > MAX_DESCRIPTION {
+        return invalid(format!("description: {} bytes; the limit is {MAX_DESCRIPTION}", spec.description.len()));
+    }
+    if spec.confirm > MAX_CONFIRM {
+        return invalid(format!("confirm: {} is out of range: 0 to {MAX_CONFIRM} other locations", spec.confirm));
     }
     let limits = state.catalog.runtime().limits();
     if spec.target.trim().is_empty() {
@@ -74,10 +90,12 @@ pub(super) async fn validate(state: &AppState, mut spec: CheckSpec) -> Result<Ch
             fmt(MAX_TIMEOUT)
         ));
     }
-    for (field, items) in [("locations", &spec.locations), ("tags", &spec.tags)] {
-        if items.len() > 32 {
-            return invalid(format!("{field}: at most 32 entries"));
+    for (field, items) in [("locations", &spec.locations), ("tags", &spec.tags), ("allow", &spec.allow)] {
+        if items.len() > MAX_ITEMS {
+            return invalid(format!("{field}: at most {MAX_ITEMS} entries"));
         }
+    }
+    for (field, items) in [("locations", &spec.locations), ("tags", &spec.tags)] {
         if let Some(bad) = items.iter().find(|item| !is_name(item)) {
             return invalid(format!("{field}: {bad:?} must be lowercase letters, digits, `.`, `_` and `-`"));
         }
@@ -136,6 +154,7 @@ pub fn is_name(s: &str) -> bool {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `pending`, `up`, `degraded`, `down` or `error`.
+    #[param(value_type = Option<CheckStatus>)]
     status: Option<String>,
     /// Plugin name.
     plugin: Option<String>,
@@ -169,10 +188,7 @@ async fn list_checks(
             ApiError::bad_request("invalid_query", format!("status {s:?}: use pending, up, degraded, down or error"))
         })?),
     };
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", format!("limit {limit}: use 1 to {MAX_LIST}")));
-    }
+    let limit = super::page_limit(q.limit, 1000, MAX_LIST)?;
     let filter =
         Filter { status, plugin: q.plugin, location: q.location, tag: q.tag, after: q.after, limit: Some(limit + 1) };
     let mut checks = store::checks::list(&state.db, &filter).await?;

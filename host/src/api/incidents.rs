@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Params, Shared};
+use super::{ApiError, AppState, Body, OptionalBody, Params, Path, Shared};
 use crate::alerting::model::{Event, GatewayTotals, Incident, IncidentState};
 use crate::alerting::respond::{self, Answer, RespondError};
 use crate::alerting::{incidents, outbox};
@@ -96,7 +96,7 @@ pub async fn load(db: &store::Db, id: i64) -> Result<Incident, ApiError> {
 pub struct ListQuery {
     /// `triggered`, `acknowledged`, `resolved`, or `open` (the first two).
     state: Option<String>,
-    /// At most this many, newest first (default 100).
+    /// At most this many, newest first (default 100, at most 1000).
     limit: Option<i64>,
 }
 
@@ -121,11 +121,9 @@ async fn list_incidents(
             ));
         }
     };
+    let limit = super::page_limit(q.limit, 100, super::MAX_PAGE)?;
     let sql = format!("{SELECT}{filter} ORDER BY i.id DESC LIMIT $1");
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(q.limit.unwrap_or(100).clamp(1, 1000))
-        .fetch_all(state.db.reader())
-        .await?;
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(state.db.reader()).await?;
     Ok(axum::Json(rows.into_iter().map(Row::into_incident).collect()))
 }
 
@@ -212,22 +210,18 @@ fn answer_error(e: RespondError) -> ApiError {
 /// Accept (acknowledge) an incident: it is the contact's (or the caller's),
 /// and its escalation stops.
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/accept", tag = "incidents", params(("id" = i64, Path)),
-    request_body = AnswerRequest,
+    request_body = Option<AnswerRequest>,
     responses((status = 200, description = "Accepted", body = Incident), (status = 404, description = "Not found", body = ErrorBody),
               (status = 409, description = "Resolved, or accepted already", body = ErrorBody)))]
 async fn accept_incident(
     State(state): Shared,
     caller: Caller,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    OptionalBody(request): OptionalBody<AnswerRequest>,
 ) -> Result<axum::Json<Incident>, ApiError> {
     caller.require(Role::Editor)?;
     // The body is optional: `{"contact": ...}`, or nothing to accept as the caller.
-    let request: AnswerRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        AnswerRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
-    };
+    let request = request.unwrap_or_default();
     let incident = load(&state.db, id).await?;
     match &request.contact {
         Some(contact) => {

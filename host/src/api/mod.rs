@@ -11,6 +11,7 @@ mod alerts;
 mod apply;
 mod audit;
 mod checks;
+mod contract;
 mod drain;
 pub mod error;
 mod incidents;
@@ -132,10 +133,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(sync::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(contract::complete(doc, &state));
     #[cfg(feature = "testing")]
     let api = api.route("/api/v1/testing/failpoints/{name}", axum::routing::put(testing::set_failpoint));
-    api.route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
+    api.route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(doc.clone()) }))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_when_passive))
@@ -213,6 +214,88 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Body(value)),
             Err(rejection) => Err(ApiError::from_json_rejection(rejection)),
+        }
+    }
+}
+
+/// The largest page of most lists (`limit`); the document declares it.
+pub(crate) const MAX_PAGE: i64 = 1000;
+/// The longest a long-poll (`wait_ms`) may hold a request.
+pub(crate) const MAX_WAIT_MS: u64 = 30_000;
+
+/// A `limit` parameter: `default` when absent, refused outside 1 to `max`.
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit.unwrap_or(default) {
+        limit @ 1.. if limit <= max => Ok(limit),
+        limit => Err(ApiError::bad_request("invalid_query", format!("limit {limit}: use 1 to {max}"))),
+    }
+}
+
+/// A `wait_ms` parameter: `default` when absent, refused over [`MAX_WAIT_MS`].
+pub(crate) fn long_poll(wait_ms: Option<u64>, default: u64) -> Result<std::time::Duration, ApiError> {
+    match wait_ms.unwrap_or(default) {
+        wait if wait <= MAX_WAIT_MS => Ok(std::time::Duration::from_millis(wait)),
+        wait => Err(ApiError::bad_request("invalid_query", format!("wait_ms {wait}: use 0 to {MAX_WAIT_MS}"))),
+    }
+}
+
+/// An optional JSON request body: none (or only whitespace) is `None`.
+/// One that is there must be JSON, like [`Body`]'s.
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // What `axum::Json` takes: `application/json` or `application/*+json`.
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            let code =
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+            ApiError::new(e.status(), code, e.body_text())
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(None));
+        }
+        if !json {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`, or send none",
+            ));
+        }
+        // `null` is no body too, as the document says (an optional schema).
+        let value: Option<T> =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        Ok(OptionalBody(value))
+    }
+}
+
+/// Path parameters whose parse errors are API errors (a segment that is
+/// not a number where one is expected, bad percent-encoding).
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_path", rejection.body_text())),
         }
     }
 }

@@ -2,9 +2,8 @@
 //! The handlers only translate HTTP; `cluster::serving` does the work.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Params, Shared};
+use super::{ApiError, AppState, Body, Params, Path, Shared};
 use crate::auth::Caller;
 use crate::model::Role;
 use crate::node::link::{Beat, BeatReply, Hello, LinkError, Upload, UploadReply, Welcome, Work};
@@ -79,7 +78,7 @@ pub struct WorkQuery {
               (status = 404, description = "Not enrolled", body = ErrorBody)))]
 async fn work(State(state): Shared, caller: Caller, Params(q): Params<WorkQuery>) -> Result<Response, ApiError> {
     caller.require(Role::Node)?;
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000).min(30_000));
+    let wait = super::long_poll(q.wait_ms, 20_000)?;
     Ok(match state.serving.work(&q.node, q.version, wait).await? {
         Some(work) => axum::Json(work).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Shared};
+use super::{ApiError, AppState, Body, OptionalBody, Path, Shared};
 use crate::auth::Caller;
 use crate::cluster::{NodeState, SCHEDULER_LEASE};
 use crate::model::wire::timestamp;
@@ -146,13 +146,9 @@ async fn evict_node(
     State(state): Shared,
     caller: Caller,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalBody(request): OptionalBody<EvictRequest>,
 ) -> Result<axum::Json<Node>, ApiError> {
-    let request: EvictRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        EvictRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
-    };
+    let request = request.unwrap_or_default();
     let after = serde_json::json!({"reason": request.reason, "agreed_by": request.agreed_by});
     Ok(axum::Json(change_node(&state, &caller, &id, Lever::Evict, Some(after)).await?))
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Shared};
+use super::{ApiError, AppState, Body, Path, Shared};
 use crate::alerting::directory::{self, Invalid, Kind};
 use crate::alerting::model::{Contact, Gateway, Maintenance, Policy, Route};
 use crate::auth::Caller;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Params, Shared};
+use super::{ApiError, AppState, Params, Path, Shared};
 use crate::auth::Caller;
 use crate::model::{PluginRecord, Role};
 
@@ -43,11 +43,23 @@ pub struct Uploaded {
     pub created: bool,
 }
 
+/// What an upload carries; as a multipart form, these are its fields.
+#[derive(ToSchema)]
+pub struct PluginUpload {
+    /// The `.wasm` component.
+    #[schema(value_type = String, format = Binary)]
+    file: Bytes,
+    /// Must match the name the plugin gives itself, if given.
+    name: Option<String>,
+    /// Must match the version the plugin gives itself, if given.
+    version: Option<String>,
+}
+
 /// Upload a plugin: the `.wasm` as the raw body (`application/wasm` or
 /// `application/octet-stream`) or as the `file` field of a multipart form
 /// (with optional `name` and `version` fields).
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(content(("application/wasm"), ("application/octet-stream"), (PluginUpload = "multipart/form-data"))),
     responses((status = 201, description = "Created", body = Uploaded), (status = 200, body = Uploaded, description = "Already stored"),
               (status = 400, description = "Refused: the error names what is wrong", body = ErrorBody), (status = 409, description = "Conflicts with what exists", body = ErrorBody), (status = 413, description = "Too large", body = ErrorBody)))]
 async fn upload_plugin(
@@ -57,9 +69,11 @@ async fn upload_plugin(
     request: Request,
 ) -> Result<(StatusCode, axum::Json<Uploaded>), ApiError> {
     caller.require(Role::Editor)?;
-    let (wasm, name, version) = read_upload(request, query, &state).await?;
-    let (plugin, created) =
-        state.catalog.upload(&state.db, &wasm, name.as_deref(), version.as_deref(), &caller.actor()).await?;
+    let upload = read_upload(request, query, &state).await?;
+    let (plugin, created) = state
+        .catalog
+        .upload(&state.db, &upload.file, upload.name.as_deref(), upload.version.as_deref(), &caller.actor())
+        .await?;
     if created {
         tracing::info!(plugin = %format!("{}@{}", plugin.name, plugin.version), sha256 = %plugin.sha256, actor = %caller.actor(), "plugin uploaded");
     }
@@ -67,11 +81,7 @@ async fn upload_plugin(
     Ok((status, axum::Json(Uploaded { plugin, created })))
 }
 
-async fn read_upload(
-    request: Request,
-    query: UploadQuery,
-    state: &Arc<AppState>,
-) -> Result<(Bytes, Option<String>, Option<String>), ApiError> {
+async fn read_upload(request: Request, query: UploadQuery, state: &Arc<AppState>) -> Result<PluginUpload, ApiError> {
     let too_large = |e: &dyn std::fmt::Display| {
         let limit = state.catalog.runtime().limits().max_plugin_bytes;
         ApiError::new(
@@ -86,7 +96,7 @@ async fn read_upload(
         let mut form = Multipart::from_request(request, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
-        let (mut wasm, mut name, mut version) = (None, query.name, query.version);
+        let (mut file, mut name, mut version) = (None, query.name, query.version);
         while let Some(field) = form.next_field().await.map_err(|e| {
             if e.body_text().contains("length limit") {
                 too_large(&e.body_text())
@@ -97,7 +107,7 @@ async fn read_upload(
             let field_name = field.name().unwrap_or("").to_string();
             let bytes = field.bytes().await.map_err(|e| too_large(&e.body_text()))?;
             match field_name.as_str() {
-                "file" => wasm = Some(bytes),
+                "file" => file = Some(bytes),
                 "name" => name = Some(String::from_utf8_lossy(&bytes).into_owned()),
                 "version" => version = Some(String::from_utf8_lossy(&bytes).into_owned()),
                 other => {
@@ -108,8 +118,8 @@ async fn read_upload(
                 }
             }
         }
-        let wasm = wasm.ok_or_else(|| ApiError::bad_request("invalid_body", "the form has no `file` field"))?;
-        return Ok((wasm, name, version));
+        let file = file.ok_or_else(|| ApiError::bad_request("invalid_body", "the form has no `file` field"))?;
+        return Ok(PluginUpload { file, name, version });
     }
     if !content_type.is_empty() && content_type != "application/wasm" && content_type != "application/octet-stream" {
         return Err(ApiError::new(
@@ -120,11 +130,11 @@ async fn read_upload(
             ),
         ));
     }
-    let wasm = Bytes::from_request(request, state).await.map_err(|e| too_large(&e.body_text()))?;
-    if wasm.is_empty() {
+    let file = Bytes::from_request(request, state).await.map_err(|e| too_large(&e.body_text()))?;
+    if file.is_empty() {
         return Err(ApiError::bad_request("invalid_body", "the body is empty: send the .wasm file"));
     }
-    Ok((wasm, query.name, query.version))
+    Ok(PluginUpload { file, name: query.name, version: query.version })
 }
 
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", responses((status = 200, description = "OK", body = Vec<PluginRecord>)))]

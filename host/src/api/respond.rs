@@ -10,14 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, context};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, Shared};
+use super::error::ErrorBody;
+use super::{ApiError, AppState, Path, Shared};
 use crate::alerting::links::{Action, LinkError};
 use crate::alerting::respond::{self, Answer, RespondError};
 use crate::model::now_ms;
@@ -131,15 +133,26 @@ fn twiml(status: StatusCode, say: &str) -> Response {
 /// The answer is spoken back to the caller.
 #[utoipa::path(post, path = "/api/v1/callbacks/twilio/{link}", tag = "incidents", security(()),
     params(("link" = String, Path, description = "The signed link from the call's script")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's Gather callback: Digits, CallSid, ..."),
+    request_body(content = inline(HashMap<String, String>), content_type = "application/x-www-form-urlencoded", description = "Twilio's Gather callback: Digits, CallSid, ..."),
     responses((status = 200, description = "TwiML to speak", content_type = "text/xml"),
+              (status = 400, description = "Not a form", body = ErrorBody),
               (status = 403, description = "Forged link", content_type = "text/xml"),
-              (status = 410, description = "Expired link", content_type = "text/xml")))]
+              (status = 410, description = "Expired link", content_type = "text/xml"),
+              (status = 415, description = "Not `application/x-www-form-urlencoded`", body = ErrorBody),
+              (status = 503, description = "The answer could not be recorded", content_type = "text/xml")))]
 async fn twilio_callback(
     State(state): Shared,
     Path(link): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(FormRejection::InvalidFormContentType(e)) => {
+            return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text())
+                .into_response();
+        }
+        Err(e) => return ApiError::bad_request("invalid_body", e.body_text()).into_response(),
+    };
     let claim = match state.alerting.signer.verify(&link, now_ms()) {
         Ok(claim) if claim.action == Action::Call => claim,
         Ok(_) => return twiml(StatusCode::FORBIDDEN, "This link is not for calls."),

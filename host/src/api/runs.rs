@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Params, Shared};
+use super::{ApiError, AppState, Params, Path, Shared};
 use crate::auth::Caller;
 use crate::model::wire::parse_time;
 use crate::model::{Role, Run, RunHour, now_ms};
@@ -24,8 +24,10 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// RFC 3339; default: the beginning.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339, exclusive; default: now.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// The previous page's `next`.
     before: Option<String>,
@@ -59,10 +61,7 @@ async fn list_runs(
     caller.require(Role::Viewer)?;
     let from = time_param("from", q.from.as_deref(), 0)?;
     let to = time_param("to", q.to.as_deref(), i64::MAX)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", format!("limit {limit}: use 1 to 1000")));
-    }
+    let limit = super::page_limit(q.limit, 100, super::MAX_PAGE)?;
     let before = match q.before.as_deref() {
         None => None,
         Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
@@ -96,8 +95,10 @@ async fn latest_runs(State(state): Shared, caller: Caller) -> Result<axum::Json<
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// RFC 3339; default: 24 hours ago.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339, exclusive; default: now.
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 

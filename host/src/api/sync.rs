@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Params, Shared};
+use super::{ApiError, AppState, Body, Params, Path, Shared};
 use crate::auth::Caller;
 use crate::model::Role;
 use crate::store;
@@ -74,6 +74,7 @@ async fn status(State(state): Shared) -> Result<axum::Json<SyncStatus>, ApiError
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FeedQuery {
     /// The seq of the newest entry the reader holds (0: none).
@@ -83,7 +84,7 @@ struct FeedQuery {
     after_chain: String,
     /// At most this many entries (default and cap 1000).
     limit: Option<i64>,
-    /// Hold the request this long while there is nothing new (cap 30 000).
+    /// Hold the request this long while there is nothing new (at most 30 000).
     wait_ms: Option<u64>,
 }
 
@@ -99,10 +100,10 @@ async fn read_feed(
     Params(query): Params<FeedQuery>,
 ) -> Result<axum::Json<FeedPage>, ApiError> {
     may_read_feed(&state, &caller, &peer)?;
+    let limit = super::page_limit(query.limit, super::MAX_PAGE, super::MAX_PAGE)?;
+    let deadline = Instant::now() + super::long_poll(query.wait_ms, 0)?;
     let here = site::load(&state.db).await?;
     check_position(&state, &here, query.after, &query.after_chain).await?;
-    let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
-    let deadline = Instant::now() + Duration::from_millis(query.wait_ms.unwrap_or(0).min(30_000));
     loop {
         let entries = feed::page(&state.db, query.after, limit).await?;
         if !entries.is_empty() || Instant::now() >= deadline {

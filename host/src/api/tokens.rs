@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Body, Shared};
+use super::{ApiError, AppState, Body, Path, Shared};
 use crate::auth::{self, Caller};
 use crate::model::{NewToken, Role, TokenInfo};
 use crate::store;
@@ -18,6 +18,9 @@ use crate::store;
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(list_tokens, create_token)).routes(routes!(revoke_token))
 }
+
+/// The longest token name, in bytes.
+pub(super) const MAX_NAME: usize = 100;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -37,8 +40,8 @@ async fn create_token(
 ) -> Result<(StatusCode, axum::Json<NewToken>), ApiError> {
     caller.require(Role::Admin)?;
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request("invalid_token", "name: 1 to 100 characters"));
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(ApiError::bad_request("invalid_token", format!("name: 1 to {MAX_NAME} characters")));
     }
     let (token, hash) = auth::mint(name, request.role, &caller.actor()).await;
     let mut tx = state.db.writer().begin().await?;

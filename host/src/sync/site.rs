@@ -10,8 +10,11 @@ use utoipa::ToSchema;
 use crate::model::now_ms;
 use crate::store::{Backend, Db, Result, StoreError};
 
+/// A site's role. `SiteRole` in the API's document, where `Role` is a
+/// token's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SiteRole)]
 pub enum Role {
     /// Takes changes, schedules checks and sends notifications.
     Active,
