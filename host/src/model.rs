@@ -66,6 +66,7 @@ pub struct CheckSpec {
     /// The escalation policy of its incidents; none: the policy named
     /// `default`, if there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "default")]
     pub policy: Option<String>,
 }
 

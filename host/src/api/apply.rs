@@ -60,9 +60,8 @@ pub struct Update {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FieldChange {
     pub field: String,
-    #[schema(value_type = Object)]
+    /// The field's value, whatever its type (`null`: absent).
     pub before: serde_json::Value,
-    #[schema(value_type = Object)]
     pub after: serde_json::Value,
 }
 
