@@ -16,7 +16,7 @@ use super::{Proc, binary, cli};
 /// after 3 s, handback after 5 s, lease 6 s.
 pub fn controller_config(dir: &Path) -> PathBuf {
     let path = dir.join("controller.toml");
-    let cache = std::env::temp_dir().join("tocsin-test-plugin-cache");
+    let cache = tocsin_testkit::plugin_cache();
     std::fs::write(
         &path,
         format!(
@@ -89,7 +89,7 @@ pub fn node(
 ) -> NodeProc {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("node.toml");
-    let cache = std::env::temp_dir().join("tocsin-test-plugin-cache");
+    let cache = tocsin_testkit::plugin_cache();
     std::fs::write(&config, format!("catch_up_slots = 3\n\n[runtime]\ncache_dir = {cache:?}\nmax_concurrent = 32\n"))
         .unwrap();
     let mut cmd = match netns {

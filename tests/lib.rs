@@ -24,10 +24,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `tocsin serve` on a free port with its data in `data_dir`.
+    /// Starts `tocsin serve` on a free port with its data in `data_dir`,
+    /// sharing the tests' compiled-plugin cache (through `TOCSIN_CONFIG`,
+    /// so `extra` may still name a `--config` of its own).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config = data_dir.join("test-serve.toml");
+        std::fs::write(&config, format!("[runtime]\ncache_dir = {:?}\n", tocsin_testkit::plugin_cache())).unwrap();
         let mut cmd = Command::new(binary("tocsin"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra).env("RUST_LOG", "info");
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("TOCSIN_CONFIG", &config)
+            .env("RUST_LOG", "info");
         let mut proc = Proc::spawn("serve", cmd);
         let line = proc.wait_for("listening on http://", Duration::from_secs(60));
         let url = line

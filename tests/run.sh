@@ -57,26 +57,33 @@ install_rust() {
     for component in rustfmt clippy; do
         grep -q "^$component-" <<<"$installed" || rustup component add "$component"
     done
-    if [ "$("$tools/cargo/bin/cargo-machete" --version 2>/dev/null)" != "$MACHETE_VERSION" ]; then
-        echo "==> installing cargo-machete $MACHETE_VERSION into $tools/cargo"
-        cargo install --quiet --locked cargo-machete --version "$MACHETE_VERSION" --root "$tools/cargo"
+}
+
+install_machete() {
+    [ "$("$tools/cargo/bin/cargo-machete" --version 2>/dev/null)" = "$MACHETE_VERSION" ] && return
+    echo "==> installing cargo-machete $MACHETE_VERSION into $tools/cargo"
+    cargo install --quiet --locked cargo-machete --version "$MACHETE_VERSION" --root "$tools/cargo"
+}
+
+# Sets apt_missing; stops at once when some are missing and this is not root.
+check_apt() {
+    local package
+    apt_missing=()
+    for package in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || apt_missing+=("$package")
+    done
+    if [ ${#apt_missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+        echo "The tests need Debian packages that are not installed: ${apt_missing[*]}" >&2
+        echo "Install them as root: apt-get update && apt-get install -y ${apt_missing[*]}" >&2
+        exit 1
     fi
 }
 
 install_apt() {
-    local missing=() package
-    for package in "${APT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-    done
-    [ ${#missing[@]} -eq 0 ] && return
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "The tests need Debian packages that are not installed: ${missing[*]}" >&2
-        echo "Install them as root: apt-get update && apt-get install -y ${missing[*]}" >&2
-        exit 1
-    fi
-    echo "==> apt-get install ${missing[*]}"
+    [ ${#apt_missing[@]} -eq 0 ] && return
+    echo "==> apt-get install ${apt_missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 }
 
 install_python() {
@@ -107,10 +114,20 @@ case "${1:-}" in
 *) echo "usage: tests/run.sh [--install-only | --lock-python]" >&2; exit 2 ;;
 esac
 
+# The three installs wait on different things (the network and dpkg, pip,
+# the compiler), so they run side by side.
 started=$SECONDS
+check_apt
 install_rust
-install_apt
-install_python
+install_apt >"$tools/install-apt.log" 2>&1 &
+apt_job=$!
+install_python >"$tools/install-python.log" 2>&1 &
+python_job=$!
+install_machete
+for job in "$apt_job:$tools/install-apt.log" "$python_job:$tools/install-python.log"; do
+    wait "${job%%:*}" || { cat "${job#*:}" >&2; exit 1; }
+    cat "${job#*:}"
+done
 record "install what the tests need" ok $((SECONDS - started))
 [ "${1:-}" = --install-only ] && { printf '%s\n' "${summary[@]}"; exit 0; }
 
@@ -119,21 +136,28 @@ export PATH=$tools/venv/bin:$PATH
 
 run_gate "cargo fmt --check" cargo fmt --all -- --check
 run_gate "cargo fmt --check (plugins)" bash -c 'cd plugins && cargo fmt --all -- --check'
-run_gate "cargo clippy -D warnings" cargo clippy --quiet --workspace --all-targets -- -D warnings
 run_gate "cargo clippy -D warnings (plugins)" \
     bash -c 'cd plugins && cargo clippy --quiet --workspace --all-targets -- -D warnings'
 # vendor/ is left out: it is upstream sqlx-core, kept as published.
 run_gate "unused dependencies (cargo machete)" "$tools/cargo/bin/cargo-machete" host watchdog tests plugins
 
-# Build first, so a suite's time is its own; the JSON names each test
-# binary's source file for the summary.
+# One build of every target is both the clippy gate and the test build:
+# clippy-driver compiles the workspace's own crates (cargo applies the
+# wrapper to nothing else) with clippy's lints on, as `cargo clippy
+# --workspace --all-targets` would, but producing the test binaries too, so
+# the crates are not compiled twice. Warnings stay warnings so every suite
+# still builds and runs; summary.py fails the gate on any, like `-D
+# warnings`. Both cargo invocations need the same wrapper, or the second
+# would rebuild. The JSON also names each test binary's source file.
+export RUSTC_WORKSPACE_WRAPPER
+RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
 started=$SECONDS
 status=ok
-cargo test --workspace --no-run --message-format=json-render-diagnostics >"$tools/test-binaries.json" || status=FAILED
-record "build the tests" $status $((SECONDS - started))
+cargo test --workspace --all-targets --no-run --message-format=json >"$tools/build.json" || status=FAILED
+record "build every target" $status $((SECONDS - started))
 
 log=$tools/test.log
 echo "==> cargo test --workspace --no-fail-fast (log: $log)"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || true
-python3 tests/tools/summary.py "$tools/test-binaries.json" "$log" "${summary[@]}" || failed=1
+python3 tests/tools/summary.py "$tools/build.json" "$log" "${summary[@]}" || failed=1
 exit $failed

@@ -32,7 +32,7 @@ struct Dev {
 fn start(dir: &Path) -> Dev {
     // Both binaries must be there; `binary` says how to build a missing one.
     binary("tocsin-watchdog");
-    let cache = std::env::temp_dir().join("tocsin-test-plugin-cache");
+    let cache = tocsin_testkit::plugin_cache();
     let mut cmd = Command::new(binary("tocsin"));
     cmd.args(["dev", "--port-base", "0", "--dir"]).arg(dir).arg("--plugin-cache").arg(cache);
     let mut proc = Proc::spawn("dev", cmd);

@@ -1,10 +1,12 @@
 """One summary of a `cargo test --workspace --no-fail-fast` run, per suite.
 
-Usage: summary.py BINARIES_JSON TEST_LOG [GATE_LINE ...]
+Usage: summary.py BUILD_JSON TEST_LOG [GATE_LINE ...]
 
-BINARIES_JSON is cargo's `--no-run --message-format=json` output: it names
-each test binary's source file, which the log does not (two packages may
-both have a `tests/alerting.rs`). A binary that was built but printed no
+BUILD_JSON is cargo's `--no-run --message-format=json` output of the build
+tests/run.sh makes with clippy-driver. It gives the clippy gate (any warning
+or error in the workspace's own crates fails it, as `-D warnings` would) and
+names each test binary's source file, which the log does not (two packages
+may both have a `tests/alerting.rs`). A binary that was built but printed no
 `test result:` line (it crashed, or cargo never ran it) counts as failed.
 The last line counts tests and gates: "N passed, M failed".
 Exits 1 if any suite or gate failed.
@@ -22,25 +24,40 @@ RESULT = re.compile(
 )
 
 
-def test_binaries(path, root):
-    """Executable file name -> the suite's source file, relative to root."""
-    suites = {}
+def read_build(path, root):
+    """(executable file name -> the suite's source file relative to root,
+    rendered warnings and errors of the workspace's own crates)."""
+    suites, diagnostics = {}, []
+    ours = f"path+file://{root}/"
     with open(path) as lines:
         for line in lines:
             try:
                 message = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if message.get("reason") == "compiler-artifact" and message.get("executable"):
+            reason = message.get("reason")
+            # Benches are built (clippy covers every target) but `cargo test` runs none.
+            if reason == "compiler-artifact" and message.get("executable") and "bench" not in message["target"]["kind"]:
                 source = os.path.relpath(message["target"]["src_path"], root)
                 suites[os.path.basename(message["executable"])] = source
-    return suites
+            elif reason == "compiler-message" and message["package_id"].startswith(ours):
+                if "/vendor/" in message["package_id"]:
+                    continue  # upstream's code, kept as published
+                diagnostic = message["message"]
+                if diagnostic["level"] in ("warning", "error") and diagnostic["rendered"] not in diagnostics:
+                    diagnostics.append(diagnostic["rendered"])
+    return suites, diagnostics
 
 
 def main():
-    binaries_json, log_path, gates = sys.argv[1], sys.argv[2], sys.argv[3:]
+    build_json, log_path, gates = sys.argv[1], sys.argv[2], sys.argv[3:]
     root = os.getcwd()
-    expected = test_binaries(binaries_json, root)
+    expected, diagnostics = read_build(build_json, root)
+    if diagnostics:
+        print("\n==> clippy and rustc on the workspace's crates")
+        print("".join(diagnostics))
+    status = "FAILED" if diagnostics else "ok"
+    gates = gates + [f"{'cargo clippy -D warnings':44} {status:6} {len(diagnostics):5} found"]
     results = {}  # suite -> (status, passed, failed, ignored, seconds)
     order = []
     suite = None

@@ -261,6 +261,14 @@ fn run(cmd: &mut Command) {
 }
 
 /// A TCP port nothing listens on right now.
+/// The compiled-plugin cache every test process shares (entries are keyed
+/// by content and engine, written by rename). Without it each `tocsin`
+/// started by a test compiles every built-in plugin again: seconds of CPU
+/// in a debug build, which processes started side by side pay at once.
+pub fn plugin_cache() -> PathBuf {
+    std::env::temp_dir().join("tocsin-test-plugin-cache")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

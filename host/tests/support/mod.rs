@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -42,10 +41,7 @@ pub struct TestApp {
     _db: TestDb,
 }
 
-/// Compiled plugins are shared by all tests (entries are keyed by content).
-pub fn plugin_cache() -> PathBuf {
-    std::env::temp_dir().join("tocsin-test-plugin-cache")
-}
+pub use tocsin_testkit::plugin_cache;
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await

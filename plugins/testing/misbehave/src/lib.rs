@@ -3,6 +3,9 @@
 
 use tocsin_plugin_sdk::prelude::*;
 
+/// Lines in a log or stdout flood (the sandbox tests count the dropped ones).
+const FLOOD: u32 = 100_000;
+
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -69,14 +72,19 @@ impl Check for Misbehave {
             Action::Panic => panic!("deliberate panic for the test"),
             Action::Trap => core::arch::wasm32::unreachable(),
             Action::StackOverflow => Ok(Outcome::up(format!("{}", recurse(std::hint::black_box(1))))),
+            // A flood is FLOOD lines, 500 times the host's budget of 200:
+            // enough to show the budget holds, few enough that a debug
+            // build of the host gets through it well within the deadline
+            // on a loaded 2-core machine (1 000 000 stdout lines took over
+            // 30 s there).
             Action::LogFlood => {
-                for i in 0..1_000_000 {
+                for i in 0..FLOOD {
                     tocsin_plugin_sdk::log!(Info, "line {i} of a flood");
                 }
                 Ok(Outcome::up("flooded the log"))
             }
             Action::StdoutFlood => {
-                for i in 0..1_000_000 {
+                for i in 0..FLOOD {
                     println!("stdout line {i}");
                 }
                 Ok(Outcome::up("flooded stdout"))
