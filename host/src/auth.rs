@@ -37,10 +37,11 @@ impl Caller {
         format!("{} ({})", self.name, self.token_id)
     }
 
-    /// Viewer < editor < admin; the node role stands apart from them.
-    pub fn has(&self, role: Role) -> bool {
-        match (self.role, role) {
-            (Role::Node, wanted) | (wanted, Role::Node) => self.role == wanted,
+    /// Viewer < editor < admin; the node role stands apart from them: only
+    /// a node token acts as a node, and a node token does nothing else.
+    pub fn has(&self, wanted: Role) -> bool {
+        match (self.role, wanted) {
+            (Role::Node, _) | (_, Role::Node) => self.role == wanted,
             (mine, wanted) => mine >= wanted,
         }
     }
@@ -161,5 +162,17 @@ mod tests {
         );
         assert_eq!(parse("tcn_short_x"), None);
         assert_eq!(parse("Bearer whatever"), None);
+    }
+
+    #[test]
+    fn only_a_node_token_acts_as_a_node() {
+        let caller = |role| Caller { token_id: "t".into(), name: "t".into(), role };
+        for role in [Role::Viewer, Role::Editor, Role::Admin] {
+            assert!(!caller(role).has(Role::Node), "{role} must not act as a node");
+            assert!(!caller(Role::Node).has(role), "a node token must not act as {role}");
+        }
+        assert!(caller(Role::Node).has(Role::Node));
+        assert!(caller(Role::Admin).has(Role::Editor) && caller(Role::Editor).has(Role::Viewer));
+        assert!(!caller(Role::Viewer).has(Role::Editor) && !caller(Role::Editor).has(Role::Admin));
     }
 }
