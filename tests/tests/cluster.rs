@@ -368,9 +368,13 @@ fn a_node_cut_off_from_the_target_is_overruled_by_another_location() {
         );
         let shown = json(&controller.url, &controller.token, &["check", "show", check]);
         assert_eq!(shown["status"], "up", "{check}: the check stays up: {shown}");
+        // The newest run may be a newer failure whose retest is still on its
+        // way ("... confirming from eu"): the check stays up meanwhile too.
+        let message = shown["last_message"].as_str().unwrap();
         assert!(
-            shown["last_message"].as_str().unwrap().contains("seen from one location only")
-                || shown["last_message"].as_str().unwrap().starts_with("200"),
+            message.contains("seen from one location only")
+                || message.contains("confirming from eu")
+                || message.starts_with("200"),
             "{shown}"
         );
     }
