@@ -59,6 +59,10 @@ pub struct ServeConfig {
     pub node_name: String,
     /// Checks may not run more often than this.
     pub min_interval: Duration,
+    /// Non-public ranges an editor may put in a check's `allow`; any other
+    /// grant of a private, loopback, link-local or other special address
+    /// takes an admin.
+    pub editor_grants: Vec<ipnet::IpNet>,
     /// How long raw runs are kept.
     pub keep_runs: Duration,
     /// How long hourly aggregates are kept.
@@ -86,6 +90,7 @@ pub struct ServeFile {
     pub node_name: Option<String>,
     #[serde(default, with = "opt_duration")]
     pub min_interval: Option<Duration>,
+    pub editor_grants: Option<Vec<ipnet::IpNet>>,
     #[serde(default, with = "opt_duration")]
     pub keep_runs: Option<Duration>,
     #[serde(default, with = "opt_duration")]
@@ -116,6 +121,7 @@ impl Default for ServeConfig {
             location: "local".into(),
             node_name: hostname(),
             min_interval: Duration::from_secs(5),
+            editor_grants: Vec::new(),
             keep_runs: Duration::from_secs(7 * 86_400),
             keep_hours: Duration::from_secs(400 * 86_400),
             public_url: None,
@@ -139,6 +145,7 @@ impl ServeConfig {
             location: file.location.unwrap_or(d.location),
             node_name: file.node_name.unwrap_or(d.node_name),
             min_interval: file.min_interval.unwrap_or(d.min_interval),
+            editor_grants: file.editor_grants.unwrap_or(d.editor_grants),
             keep_runs: file.keep_runs.unwrap_or(d.keep_runs),
             keep_hours: file.keep_hours.unwrap_or(d.keep_hours),
             public_url: file.public_url.or(d.public_url),

@@ -1,11 +1,12 @@
 //! Writes a batch of results and moves each check's state with it, in one
 //! transaction.
 //!
-//! A slot's run is accepted once, and only from the node that owned the
-//! check for that slot (see `store::runs::insert`). An accepted run that
-//! says the check is up, degraded or in error sets its state at once; one
-//! that says down asks other locations to confirm first (see
-//! `cluster::confirm`), and the check goes down when they do.
+//! A slot's run is accepted once, only from the node that owned the check
+//! for that slot, and only once the slot has come (see
+//! `store::runs::insert`). An accepted run that says the check is up,
+//! degraded or in error sets its state at once; one that says down asks
+//! other locations to confirm first (see `cluster::confirm`), and the check
+//! goes down when they do.
 
 use std::collections::HashMap;
 
@@ -28,9 +29,16 @@ pub struct Written {
     pub refused: u64,
 }
 
-pub async fn write(db: &Db, config: &ClusterConfig, rules: &Rules, batch: &[NewRun]) -> store::Result<Written> {
+/// Writes the runs node `node_id` reports.
+pub async fn write(
+    db: &Db,
+    config: &ClusterConfig,
+    rules: &Rules,
+    node_id: &str,
+    batch: &[NewRun],
+) -> store::Result<Written> {
     let mut tx = db.writer().begin().await?;
-    let accepted = store::runs::insert(&mut tx, db.dialect(), batch).await?;
+    let accepted = store::runs::insert(&mut tx, db.dialect(), node_id, batch).await?;
     let stored: Vec<&NewRun> = batch.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(run, _)| run).collect();
     let ids: Vec<i64> = stored.iter().map(|r| r.check_id).collect();
     let states: HashMap<i64, CheckState> =

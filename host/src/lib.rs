@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod redact;
 pub mod server;
 pub mod slots;
 pub mod store;

@@ -168,6 +168,7 @@ pub async fn serve(
         metrics,
         changes,
         min_interval: config.min_interval,
+        editor_grants: config.editor_grants.clone(),
         serving,
         controller: controller.clone(),
         alerting: api::Alerting { signer, rules, wake: alerts },

@@ -15,6 +15,7 @@ both!(
     updates_pauses_and_deletes_are_audited,
     bad_input_gets_a_clear_error_and_changes_nothing,
     tokens_and_roles,
+    editors_cannot_open_non_public_networks,
     plugins_upload_show_and_delete,
     apply_is_idempotent_and_shows_its_plan,
     operations_endpoints,
@@ -349,6 +350,54 @@ async fn tokens_and_roles(backend: Backend) {
 
     let (status, answer) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "x", "role": "root"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    app.stop().await;
+}
+
+/// An editor's check reaches only public addresses, unless an admin (or the
+/// operator's `editor_grants`) opened more; nothing refused is stored.
+async fn editors_cannot_open_non_public_networks(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.editor_grants = vec!["10.20.0.0/16".parse().unwrap()]).await;
+    let (_, editor) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci", "role": "editor"}))).await;
+    let editor = editor["token"].as_str().unwrap().to_string();
+    let check = |name: &str, target: &str, allow: &[&str]| json!({"name": name, "plugin": "http", "target": target, "interval": "10s", "allow": allow});
+    let before = footprint(&app).await;
+    for allow in
+        ["0.0.0.0/0", "127.0.0.1", "169.254.169.254", "10.0.0.0/8", "::1", "fec0::/10", "64:ff9b::7f00:1", "2002::/16"]
+    {
+        let body = check("probe", "https://example.com", &[allow]);
+        let (status, answer) = app.raw(Method::POST, "/api/v1/checks", Some(&editor), Some(body.clone())).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("grant_needs_admin")),
+            "{allow}: {answer}"
+        );
+        assert!(answer["error"]["message"].as_str().unwrap().contains(allow), "{answer}");
+        let document = json!({"checks": [body]});
+        let (status, answer) = app.raw(Method::POST, "/api/v1/apply", Some(&editor), Some(document)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "apply with {allow}: {answer}");
+    }
+    assert_eq!(footprint(&app).await, before, "nothing refused was stored");
+
+    // Public ranges, and the ranges the operator opened, are an editor's.
+    for (name, allow) in [("public", "93.184.215.0/24"), ("lab", "10.20.30.0/24")] {
+        let (status, answer) = app
+            .raw(Method::POST, "/api/v1/checks", Some(&editor), Some(check(name, "https://example.com", &[allow])))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{allow}: {answer}");
+    }
+    // An admin opens loopback; the editor may edit the check as it is, but
+    // not open more.
+    let (status, _) =
+        app.call(Method::POST, "/api/v1/checks", Some(check("local", "http://127.0.0.1:9/", &["127.0.0.1"]))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut edited = check("local", "http://127.0.0.1:9/", &["127.0.0.1"]);
+    edited["description"] = json!("edited by an editor");
+    let (status, answer) = app.raw(Method::PUT, "/api/v1/checks/local", Some(&editor), Some(edited.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    edited["allow"] = json!(["127.0.0.1", "192.168.0.0/16"]);
+    let (status, answer) = app.raw(Method::PUT, "/api/v1/checks/local", Some(&editor), Some(edited)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(app.get("/api/v1/checks/local").await["allow"], json!(["127.0.0.1"]));
     app.stop().await;
 }
 

@@ -91,11 +91,14 @@ async fn a_slot_takes_one_result(backend: Backend) {
     let id = check(&db, "web").await;
     hand_over(&db, id, "a", 0).await;
     let slot = 1_700_000_000_000;
-    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, &[run(id, slot, CheckStatus::Up, "a")]).await.unwrap().accepted, 1);
+    assert_eq!(
+        ingest::write(&db, &CLUSTER, &RULES, "a", &[run(id, slot, CheckStatus::Up, "a")]).await.unwrap().accepted,
+        1
+    );
     // The same slot again in a batch with a new one. No other location is
     // up to confirm the failure, so it counts at once.
     let batch = [run(id, slot, CheckStatus::Down, "a"), run(id, slot + 60_000, CheckStatus::Down, "a")];
-    let written = ingest::write(&db, &CLUSTER, &RULES, &batch).await.unwrap();
+    let written = ingest::write(&db, &CLUSTER, &RULES, "a", &batch).await.unwrap();
     assert_eq!((written.accepted, written.refused), (1, 1));
     let runs = store::runs::list(&db, id, 0, i64::MAX, None, 10).await.unwrap();
     assert_eq!(runs.len(), 2);
@@ -104,7 +107,7 @@ async fn a_slot_takes_one_result(backend: Backend) {
     assert_eq!(check.status, CheckStatus::Down);
     assert_eq!(check.status_since, slot + 60_000 + 5);
     // A late result of an older slot does not move the status back.
-    ingest::write(&db, &CLUSTER, &RULES, &[run(id, slot - 60_000, CheckStatus::Up, "a")]).await.unwrap();
+    ingest::write(&db, &CLUSTER, &RULES, "a", &[run(id, slot - 60_000, CheckStatus::Up, "a")]).await.unwrap();
     assert_eq!(store::checks::get(&db, "web").await.unwrap().status, CheckStatus::Down);
 }
 
@@ -125,7 +128,7 @@ async fn history_is_rolled_up_and_pruned(backend: Backend) {
         runs.push(run(id, this_hour - HOUR_MS + i * 60_000, status, "a"));
     }
     hand_over(&db, id, "a", 0).await;
-    ingest::write(&db, &CLUSTER, &RULES, &runs).await.unwrap();
+    ingest::write(&db, &CLUSTER, &RULES, "a", &runs).await.unwrap();
     store::rollup::roll_up(&db, now).await.unwrap();
     // Rolling up again changes nothing.
     store::rollup::roll_up(&db, now).await.unwrap();
@@ -149,7 +152,14 @@ async fn the_database_clock_is_used(backend: Backend) {
     let (db, _guard) = db(backend).await;
     let db_now = db.now_ms().await.unwrap();
     assert!((db_now - now_ms()).abs() < 2_000, "database clock {db_now} vs ours {}", now_ms());
-    store::cluster::enroll(&db, "n1", "node-1", "eu", "0.1.0", 3000).await.unwrap();
+    let node = store::cluster::Enrollment {
+        id: "n1",
+        name: "node-1",
+        location: "eu",
+        version: "0.1.0",
+        key_hash: "in-process",
+    };
+    store::cluster::enroll(&db, &node, 3000).await.unwrap();
     let first = store::cluster::nodes(&db).await.unwrap().0[0].last_heartbeat;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store::cluster::heartbeat(&db, "n1", "{}", 3000).await.unwrap(), Some(0));
@@ -169,11 +179,14 @@ async fn results_from_a_stale_owner_are_fenced_off(backend: Backend) {
     hand_over(&db, id, "a", t).await;
     let mut stale = run(id, t - 60_000, CheckStatus::Up, "a");
     assert_eq!(
-        ingest::write(&db, &CLUSTER, &RULES, &[stale.clone()]).await.unwrap().accepted,
+        ingest::write(&db, &CLUSTER, &RULES, "a", &[stale.clone()]).await.unwrap().accepted,
         0,
         "before the node's first slot"
     );
-    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, &[run(id, t, CheckStatus::Up, "a")]).await.unwrap().accepted, 1);
+    assert_eq!(
+        ingest::write(&db, &CLUSTER, &RULES, "a", &[run(id, t, CheckStatus::Up, "a")]).await.unwrap().accepted,
+        1
+    );
 
     // b takes over from t + 120s (epoch 2); a may still report slots before.
     hand_over(&db, id, "b", t + 120_000).await;
@@ -183,11 +196,26 @@ async fn results_from_a_stale_owner_are_fenced_off(backend: Backend) {
     after_a.epoch = 1;
     let mut b = run(id, t + 120_000, CheckStatus::Up, "b");
     b.epoch = 2;
-    let written = ingest::write(&db, &CLUSTER, &RULES, &[late_a, after_a, b]).await.unwrap();
+    let written = ingest::write(&db, &CLUSTER, &RULES, "a", &[late_a, after_a]).await.unwrap();
     assert_eq!(
         (written.accepted, written.refused),
-        (2, 1),
+        (1, 1),
         "a's slot before the handover stands; its slot after does not"
+    );
+    let mut forged = b.clone();
+    forged.slot = t + 180_000;
+    assert_eq!(
+        ingest::write(&db, &CLUSTER, &RULES, "a", &[forged]).await.unwrap().accepted,
+        0,
+        "a cannot report b's slots, even naming b's epoch"
+    );
+    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, "b", &[b]).await.unwrap().accepted, 1);
+    let mut ahead = run(id, now_ms() + 60_000, CheckStatus::Up, "b");
+    ahead.epoch = 2;
+    assert_eq!(
+        ingest::write(&db, &CLUSTER, &RULES, "b", &[ahead]).await.unwrap().accepted,
+        0,
+        "not even the owner reports a slot that has not come"
     );
     let runs = store::runs::list(&db, id, 0, i64::MAX, None, 10).await.unwrap();
     let by_slot: Vec<(i64, &str)> = runs.iter().map(|r| (r.slot - t, r.node.as_str())).collect();
@@ -197,7 +225,7 @@ async fn results_from_a_stale_owner_are_fenced_off(backend: Backend) {
     hand_over(&db, id, "c", t + 240_000).await;
     stale.slot = t + 180_000;
     stale.epoch = 1;
-    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, &[stale]).await.unwrap().accepted, 0);
+    assert_eq!(ingest::write(&db, &CLUSTER, &RULES, "a", &[stale]).await.unwrap().accepted, 0);
 }
 
 async fn the_scheduling_lease_is_exclusive_and_fenced(backend: Backend) {

@@ -192,7 +192,15 @@ async fn seed(url: &str, token: &str) -> Seeded {
     let node_token: String =
         post("/api/v1/tokens", json!({"name": "probe", "role": "node"})).await["token"].as_str().unwrap().into();
     let hello = json!({"node_id": "node-seeded", "name": "probe", "location": "elsewhere", "version": "0.1.0"});
-    Api::new(url, &node_token).ok(Method::POST, "/api/v1/node/enroll", Some(hello)).await;
+    reqwest::Client::new()
+        .post(format!("{url}/api/v1/node/enroll"))
+        .bearer_auth(&node_token)
+        .header("tocsin-node-key", "tcnk_the-seeded-node-key-of-at-least-32-characters")
+        .json(&hello)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("enrolling a node");
     let uploaded: Value = reqwest::Client::new()
         .post(format!("{url}/api/v1/plugins"))
         .bearer_auth(token)

@@ -55,7 +55,7 @@ use wasmtime::component::Linker;
 
 pub use crate::config::{Limits, NetworkConfig, RuntimeConfig};
 pub use crate::logs::{Level, LogLine};
-pub use crate::net::{BadGrant, Grant, implied_grants, schema_defaults};
+pub use crate::net::{BadGrant, Grant, implied_grants, reaches_non_public, schema_defaults};
 pub use crate::plugin::{ConfigError, ConfigProblem, LoadError, Plugin};
 pub use crate::types::*;
 

@@ -146,7 +146,7 @@ async fn a_request_to_a_host_not_granted_is_refused_and_recorded() {
         plugin.check(call("http://127.0.0.1:9/", json!({ "action": "fetch", "url": "http://127.0.0.1:9/" }))).await;
     assert_eq!(
         report.refusals,
-        vec!["127.0.0.1:9: 127.0.0.1 is a non-public address; grant it explicitly with an allowlist entry such as 127.0.0.1/32".to_string()]
+        vec!["127.0.0.1:9: 127.0.0.1 is a non-public address (loopback); grant it explicitly with an allowlist entry such as 127.0.0.1/32".to_string()]
     );
 }
 

@@ -266,58 +266,10 @@ pub async fn users(conn: &mut AnyConnection, kind: Kind, name: &str) -> store::R
     Ok(users)
 }
 
-const SECRET_HINTS: &[&str] = &["token", "secret", "password", "key", "credential"];
-pub const REDACTED: &str = "***";
-
-fn is_secret(field: &str) -> bool {
-    let field = field.to_ascii_lowercase();
-    SECRET_HINTS.iter().any(|h| field.contains(h))
-}
-
-/// The config with secret-looking fields replaced, for reading back.
-pub fn redact(config: &Value) -> Value {
-    match config {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if is_secret(k) && v.is_string() { Value::from(REDACTED) } else { redact(v) };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// A config sent back with `***` where secrets were keeps the stored ones.
-pub fn restore_secrets(new: &mut Value, old: &Value) {
-    if let (Value::Object(new), Value::Object(old)) = (new, old) {
-        for (k, v) in new.iter_mut() {
-            match (v.as_str(), old.get(k)) {
-                (Some(REDACTED), Some(stored)) => *v = stored.clone(),
-                (None, Some(stored)) => restore_secrets(v, stored),
-                _ => {}
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn secrets_are_hidden_and_kept() {
-        let stored = json!({"account_sid": "AC1", "auth_token": "s3cret", "nested": {"api_key": "k"}});
-        let shown = redact(&stored);
-        assert_eq!(shown, json!({"account_sid": "AC1", "auth_token": "***", "nested": {"api_key": "***"}}));
-        let mut edited = shown.clone();
-        edited["account_sid"] = json!("AC2");
-        restore_secrets(&mut edited, &stored);
-        assert_eq!(edited, json!({"account_sid": "AC2", "auth_token": "s3cret", "nested": {"api_key": "k"}}));
-    }
 
     #[test]
     fn contacts_need_sane_addresses() {

@@ -96,6 +96,13 @@ async fn apply(
         .into_iter()
         .map(|c| (c.spec.name.clone(), c.spec))
         .collect();
+    for (i, spec) in wanted.iter().enumerate() {
+        let kept = existing.get(&spec.name).map(|c| c.allow.as_slice()).unwrap_or_default();
+        super::checks::authorize_grants(&state, &caller, spec, kept).map_err(|mut e| {
+            e.message = format!("checks[{i}] ({}): {}", spec.name, e.message);
+            e
+        })?;
+    }
     let mut plan = Plan::default();
     for spec in &wanted {
         match existing.get(&spec.name) {

@@ -40,6 +40,34 @@ pub(super) const MAX_DESCRIPTION: usize = 4096;
 /// [`is_name`] as a regular expression.
 pub(super) const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,62}$";
 
+/// Refuses grants of non-public addresses that `caller` may not make. An
+/// admin may grant any; an editor only ranges inside the operator's
+/// `editor_grants`, or grants the check already has (`kept`), so editing a
+/// check an admin opened up does not need the admin again.
+pub(super) fn authorize_grants(
+    state: &AppState,
+    caller: &Caller,
+    spec: &CheckSpec,
+    kept: &[String],
+) -> Result<(), ApiError> {
+    if caller.has(Role::Admin) {
+        return Ok(());
+    }
+    for entry in spec.allow.iter().filter(|entry| !kept.contains(entry)) {
+        let Ok(Grant::Net(net)) = entry.parse::<Grant>() else { continue };
+        let Some(why) = tocsin_runtime::reaches_non_public(&net) else { continue };
+        if state.editor_grants.iter().any(|allowed| allowed.contains(&net)) {
+            continue;
+        }
+        return Err(ApiError::forbidden(format!(
+            "allow: {entry} reaches non-public addresses ({why}); only an admin may grant them, \
+             or the operator may let editors grant ranges with `editor_grants` in the controller's configuration"
+        ))
+        .with_code("grant_needs_admin"));
+    }
+    Ok(())
+}
+
 /// Checks a spec as a user wrote it and returns it as it will be stored
 /// (plugin resolved and pinned). Every refusal names the field at fault.
 pub(super) async fn validate(state: &AppState, mut spec: CheckSpec) -> Result<CheckSpec, ApiError> {
@@ -210,6 +238,7 @@ async fn create_check(
 ) -> Result<(StatusCode, axum::Json<Check>), ApiError> {
     caller.require(Role::Editor)?;
     let spec = validate(&state, spec).await?;
+    authorize_grants(&state, &caller, &spec, &[])?;
     let mut tx = state.db.writer().begin().await?;
     let check = store::checks::create(&mut tx, &spec, &caller.actor()).await?;
     tx.commit().await?;
@@ -239,6 +268,8 @@ async fn update_check(
 ) -> Result<axum::Json<Check>, ApiError> {
     caller.require(Role::Editor)?;
     let spec = validate(&state, spec).await?;
+    let kept = store::checks::get(&state.db, &name).await?.spec.allow;
+    authorize_grants(&state, &caller, &spec, &kept)?;
     let mut tx = state.db.writer().begin().await?;
     let check = store::checks::update(&mut tx, &name, &spec, &caller.actor()).await?;
     tx.commit().await?;

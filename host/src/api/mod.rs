@@ -45,6 +45,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use apply::{Document, Plan};
 pub use checks::{CheckList, is_name};
 pub use error::ApiError;
+pub use node::NODE_KEY;
 pub use runs::{RunPage, Series};
 
 use crate::auth::{Authenticator, Caller};
@@ -62,6 +63,8 @@ pub struct AppState {
     /// Woken on every change to checks or nodes, so scheduling follows at once.
     pub changes: Arc<Notify>,
     pub min_interval: std::time::Duration,
+    /// Non-public ranges editors may grant checks (`editor_grants`).
+    pub editor_grants: Vec<ipnet::IpNet>,
     /// What serves probe nodes (shared with the in-process node).
     pub serving: Arc<crate::cluster::serving::Serving>,
     /// This controller's name (in the scheduling lease).
@@ -149,7 +152,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn observe(State(state): Shared, request: Request, next: Next) -> Response {
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    // Any token can be sent as a method: only the standard ones are labels,
+    // so nobody can grow the metrics without bound.
+    let method = match *request.method() {
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::OPTIONS => {
+            request.method().as_str().to_string()
+        }
+        _ => "other".to_string(),
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();

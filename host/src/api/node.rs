@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Body, Params, Path, Shared};
 use crate::auth::Caller;
+use crate::cluster::serving::Proof;
 use crate::model::Role;
 use crate::node::link::{Beat, BeatReply, Hello, LinkError, Upload, UploadReply, Welcome, Work};
 
@@ -32,6 +33,7 @@ impl From<LinkError> for ApiError {
         match e {
             LinkError::Unknown => ApiError::not_found("this node is not enrolled").with_code("unknown_node"),
             LinkError::Refused(message) => ApiError::bad_request("refused", message),
+            LinkError::Denied(message) => ApiError::new(StatusCode::FORBIDDEN, "node_key_mismatch", message),
             LinkError::Unavailable(message) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
             }
@@ -39,25 +41,42 @@ impl From<LinkError> for ApiError {
     }
 }
 
+/// The header a node sends its key in.
+pub const NODE_KEY: &str = "tocsin-node-key";
+
+fn node_key(headers: &HeaderMap) -> Option<&str> {
+    headers.get(NODE_KEY).and_then(|v| v.to_str().ok())
+}
+
+/// Enroll a node, with a node token. The first enrollment of a node id
+/// answers the node's key; every later call for that id must send it in
+/// `Tocsin-Node-Key`.
 #[utoipa::path(post, path = "/api/v1/node/enroll", tag = "nodes", request_body = Hello,
-    responses((status = 200, description = "OK", body = Welcome), (status = 400, description = "Refused", body = ErrorBody)))]
+    params(("tocsin-node-key" = Option<String>, Header, description = "The node's key, once it has one")),
+    responses((status = 200, description = "OK", body = Welcome), (status = 400, description = "Refused", body = ErrorBody),
+              (status = 403, description = "Not this node's key", body = ErrorBody)))]
 async fn enroll(
     State(state): Shared,
     caller: Caller,
+    headers: HeaderMap,
     Body(hello): Body<Hello>,
 ) -> Result<axum::Json<Welcome>, ApiError> {
     caller.require(Role::Node)?;
-    Ok(axum::Json(state.serving.enroll(hello).await?))
+    Ok(axum::Json(state.serving.enroll(hello, Proof::Key(node_key(&headers))).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/node/heartbeat", tag = "nodes", request_body = Beat,
-    responses((status = 200, description = "OK", body = BeatReply), (status = 404, description = "Not enrolled", body = ErrorBody)))]
+    params(("tocsin-node-key" = String, Header, description = "The node's key")),
+    responses((status = 200, description = "OK", body = BeatReply), (status = 404, description = "Not enrolled", body = ErrorBody),
+              (status = 403, description = "Not this node's key", body = ErrorBody)))]
 async fn heartbeat(
     State(state): Shared,
     caller: Caller,
+    headers: HeaderMap,
     Body(beat): Body<Beat>,
 ) -> Result<axum::Json<BeatReply>, ApiError> {
     caller.require(Role::Node)?;
+    state.serving.prove(&beat.node_id, node_key(&headers)).await?;
     Ok(axum::Json(state.serving.heartbeat(beat).await?))
 }
 
@@ -73,11 +92,19 @@ pub struct WorkQuery {
 
 /// The node's work: its checks and the retests it must run. Answers 204 when
 /// nothing changed within `wait_ms`.
-#[utoipa::path(get, path = "/api/v1/node/work", tag = "nodes", params(WorkQuery),
+#[utoipa::path(get, path = "/api/v1/node/work", tag = "nodes",
+    params(WorkQuery, ("tocsin-node-key" = String, Header, description = "The node's key")),
     responses((status = 200, description = "OK", body = Work), (status = 204, description = "Unchanged"),
-              (status = 404, description = "Not enrolled", body = ErrorBody)))]
-async fn work(State(state): Shared, caller: Caller, Params(q): Params<WorkQuery>) -> Result<Response, ApiError> {
+              (status = 404, description = "Not enrolled", body = ErrorBody),
+              (status = 403, description = "Not this node's key", body = ErrorBody)))]
+async fn work(
+    State(state): Shared,
+    caller: Caller,
+    headers: HeaderMap,
+    Params(q): Params<WorkQuery>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Node)?;
+    state.serving.prove(&q.node, node_key(&headers)).await?;
     let wait = super::long_poll(q.wait_ms, 20_000)?;
     Ok(match state.serving.work(&q.node, q.version, wait).await? {
         Some(work) => axum::Json(work).into_response(),
@@ -85,14 +112,26 @@ async fn work(State(state): Shared, caller: Caller, Params(q): Params<WorkQuery>
     })
 }
 
+/// A node's results. Only runs of slots the node owns (or retests it was
+/// asked for) that have come are kept; the rest count as refused.
 #[utoipa::path(post, path = "/api/v1/node/results", tag = "nodes", request_body = Upload,
-    responses((status = 200, description = "OK", body = UploadReply), (status = 503, description = "Not ready", body = ErrorBody)))]
+    params(("tocsin-node-key" = String, Header, description = "The node's key")),
+    responses((status = 200, description = "OK", body = UploadReply), (status = 503, description = "Not ready", body = ErrorBody),
+              (status = 403, description = "Not this node's key", body = ErrorBody)))]
 async fn results(
     State(state): Shared,
     caller: Caller,
+    headers: HeaderMap,
     Body(upload): Body<Upload>,
 ) -> Result<axum::Json<UploadReply>, ApiError> {
     caller.require(Role::Node)?;
+    state.serving.prove(&upload.node_id, node_key(&headers)).await?;
+    if upload.runs.len() > crate::ingest::BATCH {
+        return Err(ApiError::bad_request(
+            "too_many_runs",
+            format!("{} runs in one upload: send at most {}", upload.runs.len(), crate::ingest::BATCH),
+        ));
+    }
     Ok(axum::Json(state.serving.upload(upload).await?))
 }
 

@@ -90,14 +90,13 @@ impl Resource for Gateway {
         _: &mut AnyConnection,
         before: Option<&Value>,
     ) -> Result<(), Invalid> {
-        if let Some(old) = before.and_then(|b| b.get("config")) {
-            directory::restore_secrets(&mut self.config, old);
-        }
+        let old = before.and_then(|b| b.get("config"));
+        crate::redact::restore(&mut self.config, old).map_err(|message| Invalid { field: "config".into(), message })?;
         directory::validate_gateway(&state.catalog, &state.db, self).await
     }
     fn shown(mut value: Value) -> Value {
         if let Some(config) = value.get_mut("config") {
-            *config = directory::redact(config);
+            *config = crate::redact::redact(config);
         }
         value
     }

@@ -174,7 +174,9 @@ async fn serve_node(args: RunArgs, token: Option<String>) -> Result<(), CliError
     runtime_config.cache_dir.get_or_insert_with(|| args.data_dir.join("plugin-cache"));
     let runtime = Runtime::new(runtime_config).map_err(|e| other(&e))?;
     let catalog = Catalog::new(runtime.clone()).await.map_err(|e| other(&e))?;
-    let link = Arc::new(HttpLink::new(args.controllers.clone(), token).map_err(|e| other(&e))?);
+    let link = Arc::new(
+        HttpLink::new(args.controllers.clone(), token, &args.data_dir.join("node-key")).map_err(|e| other(&e))?,
+    );
     let buffer: Arc<dyn Buffer> = Arc::new(
         DiskBuffer::open(&args.data_dir, file.max_buffered.unwrap_or(1_000_000)).await.map_err(|e| other(&e))?,
     );

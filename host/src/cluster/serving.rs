@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::ClusterConfig;
 use super::bulletin::Bulletin;
@@ -28,13 +30,50 @@ pub struct Serving {
     pub alerts: Arc<tokio::sync::Notify>,
 }
 
+fn denied(node_id: &str) -> LinkError {
+    LinkError::Denied(format!(
+        "node {node_id} is enrolled with another key: send the key this node was given at its first enrollment \
+         (kept in its data directory), or start the node with a new data directory to enroll as a new node"
+    ))
+}
+
 fn unavailable(e: StoreError) -> LinkError {
     tracing::warn!(error = %e, "serving a node failed");
     LinkError::Unavailable(e.to_string())
 }
 
+/// How a node proves who it is.
+#[derive(Clone, Copy, Debug)]
+pub enum Proof<'a> {
+    /// The node inside this process (`tocsin serve`'s own).
+    InProcess,
+    /// A remote node, with the key it sent, if any.
+    Key(Option<&'a str>),
+}
+
+/// The key hash of the in-process node: no key hashes to it, so no remote
+/// caller can act as that node.
+const IN_PROCESS: &str = "in-process";
+/// The bounds of a node key's length (nodes make 69-character keys).
+const MIN_KEY: usize = 32;
+const MAX_KEY: usize = 256;
+
+fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Whether `key` is the one whose hash is `stored`, in constant time.
+fn key_matches(stored: &str, key: &str) -> bool {
+    stored.len() == 64 && bool::from(key_hash(key).as_bytes().ct_eq(stored.as_bytes()))
+}
+
 impl Serving {
-    pub async fn enroll(&self, hello: Hello) -> LinkResult<Welcome> {
+    /// Enrolls a node. A remote node sends its key (made by the node,
+    /// kept in its data directory): the first enrollment of a node id binds
+    /// that id to the key, and from then on only that key enrolls or speaks
+    /// for it, so one node token cannot act as another node. A node
+    /// enrolled before nodes had keys is bound at its next enrollment.
+    pub async fn enroll(&self, hello: Hello, proof: Proof<'_>) -> LinkResult<Welcome> {
         for (field, value) in [("node_id", &hello.node_id), ("name", &hello.name), ("location", &hello.location)] {
             if !crate::api::is_name(value) {
                 return Err(LinkError::Refused(format!(
@@ -42,22 +81,49 @@ impl Serving {
                 )));
             }
         }
-        store::cluster::enroll(
-            &self.db,
-            &hello.node_id,
-            &hello.name,
-            &hello.location,
-            &hello.version,
-            self.config.dead_after_ms(),
-        )
-        .await
-        .map_err(unavailable)?;
+        let stored = store::cluster::key_hash(&self.db, &hello.node_id).await.map_err(unavailable)?.flatten();
+        let hash = match (proof, stored) {
+            (Proof::InProcess, _) => IN_PROCESS.to_string(),
+            (Proof::Key(Some(key)), Some(stored)) if key_matches(&stored, key) => stored,
+            (Proof::Key(_), Some(_)) => return Err(denied(&hello.node_id)),
+            (Proof::Key(Some(key)), None) if (MIN_KEY..=MAX_KEY).contains(&key.len()) => key_hash(key),
+            (Proof::Key(_), None) => {
+                return Err(LinkError::Refused(format!(
+                    "send the node's key ({MIN_KEY} to {MAX_KEY} characters) in `Tocsin-Node-Key`: \
+                     the first enrollment binds node {} to it",
+                    hello.node_id
+                )));
+            }
+        };
+        let enrollment = store::cluster::Enrollment {
+            id: &hello.node_id,
+            name: &hello.name,
+            location: &hello.location,
+            version: &hello.version,
+            key_hash: &hash,
+        };
+        store::cluster::enroll(&self.db, &enrollment, self.config.dead_after_ms()).await.map_err(unavailable)?;
+        // Two first enrollments of one id may race: the key stored first wins.
+        if !matches!(proof, Proof::InProcess)
+            && store::cluster::key_hash(&self.db, &hello.node_id).await.map_err(unavailable)?.flatten() != Some(hash)
+        {
+            return Err(denied(&hello.node_id));
+        }
         self.bulletin.poke();
         tracing::info!(node = %hello.name, id = %hello.node_id, location = %hello.location, version = %hello.version, "node enrolled");
         Ok(Welcome {
             heartbeat_ms: self.config.heartbeat.as_millis() as u64,
             dead_after_ms: self.config.dead_after.as_millis() as u64,
         })
+    }
+
+    /// Refuses a remote caller that does not hold node `node_id`'s key.
+    pub async fn prove(&self, node_id: &str, key: Option<&str>) -> LinkResult<()> {
+        match store::cluster::key_hash(&self.db, node_id).await.map_err(unavailable)? {
+            None => Err(LinkError::Unknown),
+            Some(Some(stored)) if key.is_some_and(|key| key_matches(&stored, key)) => Ok(()),
+            Some(_) => Err(denied(node_id)),
+        }
     }
 
     pub async fn heartbeat(&self, beat: Beat) -> LinkResult<BeatReply> {
@@ -143,10 +209,20 @@ impl Serving {
     }
 
     pub async fn upload(&self, upload: Upload) -> LinkResult<UploadReply> {
+        let node =
+            store::cluster::node(&self.db, &upload.node_id).await.map_err(unavailable)?.ok_or(LinkError::Unknown)?;
+        let mut runs = upload.runs;
+        // A node reports as itself: its runs carry its enrolled name and
+        // location, whatever it wrote (a location decides who confirms).
+        for run in &mut runs {
+            run.node.clone_from(&node.name);
+            run.location.clone_from(&node.location);
+        }
         let mut reply = UploadReply::default();
-        for batch in upload.runs.chunks(ingest::BATCH) {
+        for batch in runs.chunks(ingest::BATCH) {
             let started = std::time::Instant::now();
-            let written = ingest::write(&self.db, &self.config, &self.rules, batch).await.map_err(unavailable)?;
+            let written =
+                ingest::write(&self.db, &self.config, &self.rules, &node.id, batch).await.map_err(unavailable)?;
             self.metrics.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
             self.metrics.runs_stored.inc_by(written.accepted);
             self.metrics.runs_refused.inc_by(written.refused);
@@ -184,7 +260,7 @@ pub struct LocalLink(pub Arc<Serving>);
 
 impl Link for LocalLink {
     fn enroll(&self, hello: Hello) -> BoxFuture<'_, LinkResult<Welcome>> {
-        Box::pin(self.0.enroll(hello))
+        Box::pin(self.0.enroll(hello, Proof::InProcess))
     }
 
     fn heartbeat(&self, beat: Beat) -> BoxFuture<'_, LinkResult<BeatReply>> {

@@ -1,7 +1,12 @@
 //! The node protocol over HTTP, to the first controller that answers. A
 //! controller that cannot be reached, or answers 5xx, is skipped; the one
 //! that last answered is tried first next time.
+//!
+//! The node's key, which binds its first enrollment to its node id, is
+//! kept in a file only the node's user can read and sent with every call.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -17,6 +22,28 @@ pub struct HttpLink {
     token: String,
     http: reqwest::Client,
     preferred: AtomicUsize,
+    key: String,
+}
+
+/// The key in `path`, made there first if there is none.
+fn node_key(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(key) if key.trim().len() >= 32 => return Ok(key.trim().to_string()),
+        Ok(_) => return Err(std::io::Error::other("it is shorter than 32 characters; delete it to make a new one")),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let key = format!("tcnk_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(key.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(key)
 }
 
 enum Body<'a, T: Serialize> {
@@ -25,14 +52,19 @@ enum Body<'a, T: Serialize> {
 }
 
 impl HttpLink {
-    pub fn new(controllers: Vec<String>, token: String) -> Result<HttpLink, String> {
+    /// A link to `controllers` with a node `token`. The node's key is read
+    /// from `key_file`, or made there (readable by this user only) before
+    /// the first enrollment, so retrying an enrollment whose answer was lost
+    /// still proves the same node.
+    pub fn new(controllers: Vec<String>, token: String, key_file: &Path) -> Result<HttpLink, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .user_agent(concat!("tocsin-node/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
         let controllers = controllers.into_iter().map(|c| c.trim_end_matches('/').to_string()).collect();
-        Ok(HttpLink { controllers, token, http, preferred: AtomicUsize::new(0) })
+        let key = node_key(key_file).map_err(|e| format!("the node key {}: {e}", key_file.display()))?;
+        Ok(HttpLink { controllers, token, http, preferred: AtomicUsize::new(0), key })
     }
 
     /// Sends to each controller in turn, starting with the one that last
@@ -52,6 +84,7 @@ impl HttpLink {
             let index = (start + i) % n;
             let url = format!("{}{path}", self.controllers[index]);
             let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token).timeout(timeout);
+            request = request.header(crate::api::NODE_KEY, &self.key);
             if let Body::Json(body) = &body {
                 request = request.json(body);
             }
@@ -92,6 +125,9 @@ impl HttpLink {
                 let text = String::from_utf8_lossy(&bytes);
                 if text.contains("\"unknown_node\"") {
                     return Err(LinkError::Unknown);
+                }
+                if text.contains("\"node_key_mismatch\"") {
+                    return Err(LinkError::Denied(format!("{path}: {text}")));
                 }
                 Err(LinkError::Refused(format!("{path}: {status}: {text}")))
             }

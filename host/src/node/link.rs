@@ -91,6 +91,9 @@ pub enum LinkError {
     /// The controller refused the request outright (bad token, bad data).
     #[error("{0}")]
     Refused(String),
+    /// The caller does not hold this node's key.
+    #[error("{0}")]
+    Denied(String),
 }
 
 pub type LinkResult<T> = Result<T, LinkError>;

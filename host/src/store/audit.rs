@@ -19,9 +19,14 @@ pub struct Change<'a> {
     pub after: Option<serde_json::Value>,
 }
 
-/// The JSON of an object for an audit entry.
+/// The JSON of an object for an audit entry, its config's secrets hidden:
+/// the trail shows that a secret changed, never what it is.
 pub fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
-    serde_json::to_value(value).ok()
+    let mut value = serde_json::to_value(value).ok()?;
+    if let Some(config) = value.get_mut("config") {
+        *config = crate::redact::redact(config);
+    }
+    Some(value)
 }
 
 /// Writes the audit entry and, for configuration, the change feed's entry

@@ -133,27 +133,44 @@ pub async fn node(db: &Db, id: &str) -> Result<Option<NodeRow>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db.reader()).await?)
 }
 
+/// What a node enrolls with.
+pub struct Enrollment<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub location: &'a str,
+    pub version: &'a str,
+    /// The hash of the node's key; kept when the node already has one.
+    pub key_hash: &'a str,
+}
+
 /// Registers a node, or refreshes its details. A node that was gone starts
-/// a new healthy period.
-pub async fn enroll(db: &Db, id: &str, name: &str, location: &str, version: &str, dead_after_ms: i64) -> Result<()> {
+/// a new healthy period. A node keeps the key hash it was first given.
+pub async fn enroll(db: &Db, node: &Enrollment<'_>, dead_after_ms: i64) -> Result<()> {
     let now = db.dialect().now_ms;
     let sql = format!(
-        "INSERT INTO nodes (id, name, location, version, state, registered_at, last_heartbeat, healthy_since) \
-         VALUES ($1, $2, $3, $4, 'active', {now}, {now}, {now}) \
+        "INSERT INTO nodes (id, name, location, version, state, registered_at, last_heartbeat, healthy_since, key_hash) \
+         VALUES ($1, $2, $3, $4, 'active', {now}, {now}, {now}, $6) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, location = excluded.location, version = excluded.version, \
            healthy_since = CASE WHEN nodes.last_heartbeat < excluded.last_heartbeat - $5 THEN excluded.healthy_since \
                                 ELSE nodes.healthy_since END, \
-           last_heartbeat = excluded.last_heartbeat"
+           last_heartbeat = excluded.last_heartbeat, key_hash = COALESCE(nodes.key_hash, excluded.key_hash)"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(name)
-        .bind(location)
-        .bind(version)
+        .bind(node.id)
+        .bind(node.name)
+        .bind(node.location)
+        .bind(node.version)
         .bind(dead_after_ms)
+        .bind(node.key_hash)
         .execute(db.writer())
         .await?;
     Ok(())
+}
+
+/// The key hash of node `id`: `None` for an unknown node, `Some(None)` for
+/// one enrolled before nodes had keys.
+pub async fn key_hash(db: &Db, id: &str) -> Result<Option<Option<String>>> {
+    Ok(sqlx::query_scalar("SELECT key_hash FROM nodes WHERE id = $1").bind(id).fetch_optional(db.reader()).await?)
 }
 
 /// Records a heartbeat by the database's clock; returns the node's work

@@ -159,9 +159,26 @@ impl Db {
         Ok(db)
     }
 
-    /// The embedded default: `tocsin.db` in `dir`.
+    /// The embedded default: `tocsin.db` in `dir`. The directory and the
+    /// database's files are made readable by this user only, also when an
+    /// older version left them open to others.
     pub async fn open_dir(dir: &Path) -> Result<Db> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        let private = |path: &Path, mode: u32| -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    tracing::info!(path = %path.display(), mode = format!("{:o}", mode), "readable by others: tightened");
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        };
+        let tightened = std::fs::create_dir_all(dir).and_then(|()| {
+            private(dir, 0o700)?;
+            ["tocsin.db", "tocsin.db-wal", "tocsin.db-shm"].iter().try_for_each(|f| private(&dir.join(f), 0o600))
+        });
+        tightened.map_err(|e| {
             StoreError::Db(sqlx::Error::Configuration(format!("data directory {}: {e}", dir.display()).into()))
         })?;
         Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("tocsin.db").display())).await

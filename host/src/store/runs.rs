@@ -73,9 +73,14 @@ struct JsonRun<'a> {
     refusals: Option<String>,
 }
 
-/// Inserts `runs`, skipping any whose (check, slot, seq) already has a row.
-/// Returns, for each run, whether it was stored.
-pub async fn insert(conn: &mut AnyConnection, dialect: &Dialect, runs: &[NewRun]) -> Result<Vec<bool>> {
+/// How far ahead of the database clock a slot may be (clock skew between a
+/// node and the database). A slot further ahead has not come yet: its run
+/// is refused, so nobody can fill future slots before the real run.
+pub const MAX_SLOT_AHEAD_MS: i64 = 5_000;
+
+/// Inserts the runs node `node_id` reports, skipping any whose (check, slot,
+/// seq) already has a row. Returns, for each run, whether it was stored.
+pub async fn insert(conn: &mut AnyConnection, dialect: &Dialect, node_id: &str, runs: &[NewRun]) -> Result<Vec<bool>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
@@ -103,22 +108,25 @@ pub async fn insert(conn: &mut AnyConnection, dialect: &Dialect, runs: &[NewRun]
     let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
     let columns = names.join(", ");
     let from_rows = names.iter().map(|n| format!("r.{n}")).collect::<Vec<_>>().join(", ");
-    // Fencing: a slot's run is accepted from the check's current owner for
-    // its slots, or from the previous owner for the slots before the
-    // handover; a retest only when it was asked for.
+    // Fencing: a slot's run is accepted from the node that owns the check
+    // for that slot under the epoch it names (the current owner for its
+    // slots, the previous owner for the slots before the handover); a
+    // retest only from the node it was asked of; no slot that has not come.
     let sql = format!(
         "INSERT INTO runs ({columns}) SELECT {from_rows} FROM {} \
          LEFT JOIN assignments a ON a.check_id = r.check_id \
-         WHERE (r.seq = 0 AND ((r.epoch = a.epoch AND r.slot >= a.from_slot) \
-                               OR (r.epoch = a.prev_epoch AND r.slot < a.from_slot))) \
-            OR (r.seq > 0 AND EXISTS (SELECT 1 FROM confirmations c \
-                                      WHERE c.check_id = r.check_id AND c.slot = r.slot AND c.seq = r.seq)) \
+         WHERE r.slot <= {now} + {MAX_SLOT_AHEAD_MS} AND ( \
+            (r.seq = 0 AND ((r.epoch = a.epoch AND a.node_id = $2 AND r.slot >= a.from_slot) \
+                            OR (r.epoch = a.prev_epoch AND a.prev_node = $2 AND r.slot < a.from_slot))) \
+            OR (r.seq > 0 AND EXISTS (SELECT 1 FROM confirmations c WHERE c.check_id = r.check_id \
+                                      AND c.slot = r.slot AND c.seq = r.seq AND c.node_id = $2))) \
          ON CONFLICT (check_id, slot, seq) DO NOTHING RETURNING check_id, slot, seq, epoch, node",
-        dialect.json_rows(&COLUMNS)
+        dialect.json_rows(&COLUMNS),
+        now = dialect.now_ms,
     );
     let batch = serde_json::to_string(&rows).map_err(|e| super::StoreError::Corrupt(format!("encoding runs: {e}")))?;
     let mut stored: HashSet<(i64, i64, i64, i64, String)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(batch).fetch_all(conn).await?.into_iter().collect();
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(batch).bind(node_id).fetch_all(conn).await?.into_iter().collect();
     // Each stored row answers for one run, even if the batch repeats it.
     Ok(runs.iter().map(|r| stored.remove(&(r.check_id, r.slot, r.seq, r.epoch, r.node.clone()))).collect())
 }

@@ -212,10 +212,14 @@ pub async fn recover(db: &Db, source: &str, snapshot: &Snapshot, wasm: &Wasm, ac
     Ok(report)
 }
 
-/// A token's hash stays out of reports and the audit trail.
+/// A token's hash and a config's secrets stay out of reports and the audit
+/// trail.
 fn redacted(mut body: Value) -> Value {
     if let Some(hash) = body.get_mut("hash") {
-        *hash = Value::from("***");
+        *hash = Value::from(crate::redact::REDACTED);
+    }
+    if let Some(config) = body.get_mut("config") {
+        *config = crate::redact::redact(config);
     }
     body
 }

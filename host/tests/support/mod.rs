@@ -67,6 +67,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
         location: "test".into(),
         node_name: "test-node".into(),
         min_interval: Duration::from_secs(1),
+        editor_grants: Vec::new(),
         ..ServeConfig::default()
     };
     config.runtime.max_concurrent = 64;

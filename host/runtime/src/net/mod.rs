@@ -14,10 +14,13 @@
 pub(crate) mod dns;
 pub(crate) mod http;
 mod implied;
+mod special;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 
 pub use implied::{implied_grants, schema_defaults};
+use special::non_public;
+pub use special::{is_public, reaches_non_public};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -176,39 +179,6 @@ pub fn unreachable_target(target: &str, allow: &[Grant], node: &[Grant]) -> Opti
     ))
 }
 
-/// Global unicast: not loopback, private, link-local, shared, unique-local,
-/// unspecified, broadcast, multicast or documentation space.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
-                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link local
-                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
-        }
-    }
-}
-
 /// Network state shared by all invocations: resolver, TLS configurations,
 /// node-wide grants.
 pub(crate) struct NetShared {
@@ -273,8 +243,9 @@ impl NetSession {
         }
         let via = if host.parse::<IpAddr>().is_ok() { String::new() } else { format!(" ({host})") };
         Err(self.refuse(format!(
-            "{}{via}: {ip} is a non-public address; grant it explicitly with an allowlist entry such as {}",
+            "{}{via}: {ip} is a non-public address ({}); grant it explicitly with an allowlist entry such as {}",
             display_dest(&ip.to_string(), port),
+            non_public(ip).unwrap_or("non-public"),
             IpNet::from(ip)
         )))
     }

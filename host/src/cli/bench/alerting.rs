@@ -148,7 +148,7 @@ pub async fn alerting_bench(args: AlertingArgs) -> Result<(), CliError> {
             refusals: vec![],
         };
         let started = Instant::now();
-        ingest::write(&db, &cluster, &rules, &[run]).await.map_err(other)?;
+        ingest::write(&db, &cluster, &rules, "bench-node", &[run]).await.map_err(other)?;
         wake.notify_one();
         let (_, at) = tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
             .await

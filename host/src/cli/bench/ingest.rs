@@ -47,7 +47,9 @@ pub async fn ingest_bench(args: IngestArgs) -> Result<(), CliError> {
                 refusals: Vec::new(),
             })
             .collect();
-        let stored = ingest::write(&db, &cluster, &crate::alerting::Rules::default(), &batch).await.map_err(other)?;
+        let stored = ingest::write(&db, &cluster, &crate::alerting::Rules::default(), "bench-node", &batch)
+            .await
+            .map_err(other)?;
         if stored.accepted != batch.len() as u64 {
             return Err(other(format!("{} of {} runs were refused", stored.refused, batch.len())));
         }

@@ -98,7 +98,8 @@ pub async fn schedule(args: ScheduleArgs) -> Result<(), CliError> {
     let cancel = CancellationToken::new();
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
-        let link = Arc::new(HttpLink::new(vec![controller.url.clone()], token.clone()).map_err(other)?);
+        let key_file = dir.path().join(format!("node-key-{i}"));
+        let link = Arc::new(HttpLink::new(vec![controller.url.clone()], token.clone(), &key_file).map_err(other)?);
         let plugins = Arc::new(NodePlugins {
             catalog: catalog.clone(),
             link: link.clone(),

@@ -1,0 +1,155 @@
+//! Secrets in plugin configs (gateways, checks): hidden when read back,
+//! kept when a client sends the hidden form back.
+//!
+//! What counts as secret: a string field whose name hints at one (`token`,
+//! `password`, `key`, ...), every value of a `headers` object (an
+//! `Authorization` header is as good as a password), and the user-info,
+//! path and query of a URL (a Slack-style webhook is a secret path). A URL
+//! is shown as `scheme://host[:port]/***`, so a reader still sees where it
+//! goes.
+//!
+//! Sending the hidden form back keeps the stored secret, but only for the
+//! same destination: a URL whose host changed, or `***` where nothing is
+//! stored, is refused, so nobody can send a stored secret to a host of
+//! their choosing without knowing it.
+
+use serde_json::Value;
+
+const SECRET_HINTS: &[&str] = &["token", "secret", "password", "key", "credential", "signature", "authorization"];
+pub const REDACTED: &str = "***";
+/// Objects whose every value is secret.
+const SECRET_MAPS: &[&str] = &["headers"];
+
+fn is_secret(field: &str) -> bool {
+    let field = field.to_ascii_lowercase();
+    SECRET_HINTS.iter().any(|h| field.contains(h))
+}
+
+/// `scheme://host[:port]/***` for a URL that carries anything beyond its
+/// destination; `None` for a string that is no such URL.
+fn hidden_url(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let carries = !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some();
+    carries.then(|| format!("{}/{REDACTED}", url.origin().ascii_serialization()))
+}
+
+/// The config with its secrets hidden.
+pub fn redact(config: &Value) -> Value {
+    redact_in(config, false)
+}
+
+fn redact_in(value: &Value, secret: bool) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let inner = secret || SECRET_MAPS.contains(&k.to_ascii_lowercase().as_str());
+                    let v = if v.is_string() && (inner || is_secret(k)) {
+                        Value::from(REDACTED)
+                    } else {
+                        redact_in(v, inner)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| redact_in(v, secret)).collect()),
+        Value::String(text) if secret => Value::from(if text.is_empty() { "" } else { REDACTED }),
+        Value::String(text) => hidden_url(text).map(Value::from).unwrap_or_else(|| value.clone()),
+        other => other.clone(),
+    }
+}
+
+/// Puts the stored secrets back where `new` holds their hidden form.
+/// Refuses (naming the field) a hidden form that no stored secret stands
+/// behind, or a hidden URL that now names another destination.
+pub fn restore(new: &mut Value, old: Option<&Value>) -> Result<(), String> {
+    restore_at(new, old, "config")
+}
+
+fn restore_at(new: &mut Value, old: Option<&Value>, at: &str) -> Result<(), String> {
+    match new {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                restore_at(v, old.and_then(|o| o.get(k.as_str())), &format!("{at}.{k}"))?;
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                restore_at(v, old.and_then(|o| o.get(i)), &format!("{at}[{i}]"))?;
+            }
+        }
+        Value::String(text) if text == REDACTED => match old.and_then(Value::as_str) {
+            Some(stored) => *text = stored.to_string(),
+            None => {
+                return Err(format!(
+                    "{at}: `{REDACTED}` keeps a stored secret, and none is stored here: send the value"
+                ));
+            }
+        },
+        Value::String(text) if text.ends_with(&format!("/{REDACTED}")) && hidden_url(text).is_some() => {
+            match old.and_then(Value::as_str) {
+                Some(stored) if hidden_url(stored).as_deref() == Some(text.as_str()) => *text = stored.to_string(),
+                _ => {
+                    return Err(format!(
+                        "{at}: `{REDACTED}` keeps a stored URL only for the same destination: send the whole URL"
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_hidden_and_kept() {
+        let stored = json!({
+            "account_sid": "AC1", "auth_token": "s3cret", "nested": {"api_key": "k"},
+            "url": "https://hooks.slack.com/services/T000/B000/XXXX",
+            "headers": {"Authorization": "Bearer abc", "X-Team": "ops"},
+            "plain": "https://status.example.com/", "userinfo": "https://u:p@example.com/",
+        });
+        let shown = redact(&stored);
+        assert_eq!(
+            shown,
+            json!({
+                "account_sid": "AC1", "auth_token": "***", "nested": {"api_key": "***"},
+                "url": "https://hooks.slack.com/***",
+                "headers": {"Authorization": "***", "X-Team": "***"},
+                "plain": "https://status.example.com/", "userinfo": "https://example.com/***",
+            })
+        );
+        let mut edited = shown.clone();
+        edited["account_sid"] = json!("AC2");
+        restore(&mut edited, Some(&stored)).unwrap();
+        let mut expected = stored.clone();
+        expected["account_sid"] = json!("AC2");
+        assert_eq!(edited, expected);
+    }
+
+    #[test]
+    fn a_hidden_secret_goes_nowhere_new() {
+        let stored = json!({"url": "https://hooks.slack.com/services/T000/B000/XXXX", "headers": {}});
+        let mut moved = json!({"url": "https://attacker.example/***"});
+        assert!(restore(&mut moved, Some(&stored)).unwrap_err().contains("config.url"));
+        let mut invented = json!({"url": "https://hooks.slack.com/***", "headers": {"Authorization": "***"}});
+        assert!(restore(&mut invented, Some(&stored)).unwrap_err().contains("config.headers.Authorization"));
+        let mut new_url = json!({"url": "https://attacker.example/hook"});
+        restore(&mut new_url, Some(&stored)).unwrap();
+        assert_eq!(new_url["url"], "https://attacker.example/hook", "a whole new URL is the sender's own");
+    }
+}

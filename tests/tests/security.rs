@@ -1,0 +1,219 @@
+//! Attacks on a real `tocsin serve`, each with the least privilege that
+//! could try it, and what must hold afterwards: the attack is refused with
+//! a clear 4xx and nothing it aimed at changed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tocsin_e2e::sites::Api;
+use tocsin_e2e::{Server, target};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// A caller of the node protocol: a token and the key it sends.
+struct NodeCaller {
+    url: String,
+    token: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl NodeCaller {
+    fn new(url: &str, token: &str, key: Option<&str>) -> NodeCaller {
+        NodeCaller { url: url.to_string(), token: token.to_string(), key: key.map(str::to_string), http: http() }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(key) = &self.key {
+            request = request.header("tocsin-node-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the controller answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn enroll(&self, id: &str, location: &str) -> (u16, Value) {
+        let hello = json!({"node_id": id, "name": id, "location": location, "version": "0.0.0-attacker"});
+        self.call(Method::POST, "/api/v1/node/enroll", Some(hello)).await
+    }
+
+    async fn upload(&self, id: &str, runs: Vec<Value>) -> (u16, Value) {
+        self.call(Method::POST, "/api/v1/node/results", Some(json!({"node_id": id, "runs": runs}))).await
+    }
+}
+
+/// A run as a node reports it.
+fn run(check_id: i64, slot: i64, epoch: i64, status: &str) -> Value {
+    json!({
+        "check_id": check_id, "slot": slot, "seq": 0, "attempt": "scheduled", "status": status,
+        "error_code": null, "message": "forged", "metrics": [], "response_ms": 1.0,
+        "node": "forger", "location": "nowhere", "epoch": epoch, "started_at": slot, "duration_ms": 1,
+        "logs": [], "refusals": []
+    })
+}
+
+async fn token(admin: &Api, role: &str) -> String {
+    let made = admin.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": format!("a {role}"), "role": role}))).await;
+    made["token"].as_str().unwrap().to_string()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn only_a_node_acts_as_a_node_and_only_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let admin = Api::new(&url, &server.token);
+        let (viewer, editor, node_token) =
+            (token(&admin, "viewer").await, token(&admin, "editor").await, token(&admin, "node").await);
+        let ours = admin.ok(Method::GET, "/api/v1/nodes", None).await;
+        let local = ours[0].clone();
+        let (local_id, local_location) = (local["id"].as_str().unwrap(), local["location"].as_str().unwrap());
+
+        // Tokens that are not node tokens: refused, and no node appears.
+        for (role, token) in [("viewer", &viewer), ("editor", &editor), ("admin", &server.token)] {
+            let impostor = NodeCaller::new(&url, token, Some("tcnk_a-key-that-is-long-enough-to-be-one-0000"));
+            let (status, answer) = impostor.enroll(&format!("fake-{role}"), "nowhere").await;
+            assert_eq!(status, 403, "an {role} token enrolls a node: {answer}");
+            assert_eq!(impostor.upload(local_id, vec![]).await.0, 403, "an {role} token reports results");
+        }
+        let nodes = admin.ok(Method::GET, "/api/v1/nodes", None).await;
+        assert_eq!(nodes.as_array().unwrap().len(), 1, "no impostor joined: {nodes}");
+
+        // A node token enrolls a node; its key binds the id.
+        let rogue = NodeCaller::new(&url, &node_token, Some("tcnk_the-rogue-nodes-own-key-0000000000000000"));
+        let (status, answer) = rogue.enroll("rogue", "rogue-land").await;
+        assert_eq!(status, 200, "{answer}");
+        let keyless = NodeCaller::new(&url, &node_token, None);
+        let other_key = NodeCaller::new(&url, &node_token, Some("tcnk_another-key-for-the-same-node-id-000000"));
+        for (who, caller) in [("no key", &keyless), ("another key", &other_key)] {
+            let (status, answer) = caller.enroll("rogue", "rogue-land").await;
+            assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("node_key_mismatch")), "{who}: {answer}");
+        }
+        let (status, answer) = keyless.enroll("keyless", "rogue-land").await;
+        assert_eq!(status, 400, "a first enrollment without a key: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("Tocsin-Node-Key"), "{answer}");
+
+        // The same node token cannot speak for the controller's own node.
+        let (status, answer) = rogue.enroll(local_id, local_location).await;
+        assert_eq!(status, 403, "taking over the in-process node: {answer}");
+        let beat = json!({"node_id": local_id, "running": 0, "buffered": 0, "assigned": 0});
+        assert_eq!(rogue.call(Method::POST, "/api/v1/node/heartbeat", Some(beat)).await.0, 403);
+        let work = format!("/api/v1/node/work?node={local_id}&version=0&wait_ms=0");
+        assert_eq!(rogue.call(Method::GET, &work, None).await.0, 403);
+
+        // Forged results for a check another node owns: every epoch it might
+        // name is refused, and the check keeps its real state.
+        let probed = target(Duration::ZERO);
+        let web = json!({"name": "web", "plugin": "http", "target": probed.url, "interval": "10s",
+                         "allow": ["127.0.0.1"], "locations": [local_location]});
+        let web = admin.ok(Method::POST, "/api/v1/checks", Some(web)).await;
+        let web_id = web["id"].as_i64().unwrap();
+        wait_for("the real node reports web up", Duration::from_secs(60), async || {
+            admin.get("/api/v1/checks/web").await.1["status"] == "up"
+        })
+        .await;
+        let slot = now_ms() / 10_000 * 10_000;
+        let forged: Vec<Value> = (0..20).map(|epoch| run(web_id, slot + 10_000, epoch, "down")).collect();
+        let (status, reply) = rogue.upload("rogue", forged).await;
+        assert_eq!(
+            (status, reply["accepted"].as_u64(), reply["refused"].as_u64()),
+            (200, Some(0), Some(20)),
+            "{reply}"
+        );
+        let runs = admin.get("/api/v1/checks/web/runs?limit=100").await.1;
+        let from_rogue: Vec<&Value> =
+            runs["runs"].as_array().unwrap().iter().filter(|r| r["node"] != local["name"]).collect();
+        assert!(from_rogue.is_empty(), "runs not from the owner: {from_rogue:?}");
+        assert_eq!(admin.get("/api/v1/checks/web").await.1["status"], "up");
+
+        // Its own check: its slots are kept, as itself, but not one that has
+        // not come yet. (It beats, or it would be dead after 3 s.)
+        let beat = json!({"node_id": "rogue", "running": 0, "buffered": 0, "assigned": 0});
+        assert_eq!(rogue.enroll("rogue", "rogue-land").await.0, 200, "the rogue node comes back with its key");
+        let own = json!({"name": "rogue-owned", "plugin": "http", "target": "https://example.com",
+                         "interval": "10s", "locations": ["rogue-land"]});
+        admin.ok(Method::POST, "/api/v1/checks", Some(own)).await;
+        let mut assigned = Value::Null;
+        wait_for("the rogue node is given its check", Duration::from_secs(30), async || {
+            assert_eq!(rogue.call(Method::POST, "/api/v1/node/heartbeat", Some(beat.clone())).await.0, 200);
+            let (_, work) = rogue.call(Method::GET, "/api/v1/node/work?node=rogue&version=0&wait_ms=0", None).await;
+            assigned = work["checks"].as_array().and_then(|c| c.first()).cloned().unwrap_or(Value::Null);
+            !assigned.is_null()
+        })
+        .await;
+        let (id, epoch) = (assigned["id"].as_i64().unwrap(), assigned["epoch"].as_i64().unwrap());
+        let now = now_ms() / 10_000 * 10_000;
+        let ahead = run(id, now + 600_000, epoch, "up");
+        assert_eq!(rogue.upload("rogue", vec![ahead]).await.1["accepted"], 0, "a slot ten minutes ahead");
+        // Its first slot may lie a little ahead: it is kept once it has come.
+        let first = assigned["from_slot"].as_i64().unwrap();
+        wait_for("the rogue node's first slot comes", Duration::from_secs(30), async || {
+            assert_eq!(rogue.call(Method::POST, "/api/v1/node/heartbeat", Some(beat.clone())).await.0, 200);
+            now_ms() >= first
+        })
+        .await;
+        let due = run(id, first, epoch, "up");
+        assert_eq!(rogue.upload("rogue", vec![due]).await.1["accepted"], 1, "its own slot that has come");
+        let kept = admin.get("/api/v1/checks/rogue-owned/runs?limit=10").await.1;
+        let kept = &kept["runs"][0];
+        assert_eq!((kept["node"].as_str(), kept["location"].as_str()), (Some("rogue"), Some("rogue-land")), "{kept}");
+
+        // Too many runs in one upload: refused before any is read.
+        let flood: Vec<Value> = (0..2001).map(|i| run(id, now - i * 10_000, epoch, "up")).collect();
+        let (status, answer) = rogue.upload("rogue", flood).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("too_many_runs")), "{answer}");
+    });
+}
+
+#[test]
+fn the_data_directory_is_private_and_metrics_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(&data, &[]);
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    for file in ["tocsin.db", "node-id"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let http = http();
+        let metrics = async || http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+        // The first odd request adds its series; the next 300 add none.
+        let odd = |i: usize| Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        http.request(odd(0), format!("{}/healthz", server.url)).send().await.unwrap();
+        let before = metrics().await;
+        for i in 1..=300 {
+            http.request(odd(i), format!("{}/healthz", server.url)).send().await.unwrap();
+        }
+        let after = metrics().await;
+        assert!(!after.contains("INVENTED"), "an invented method became a label");
+        assert!(after.contains("method=\"other\""), "invented methods are counted as other");
+        let series = |text: &str| text.lines().filter(|l| l.contains("/healthz")).count();
+        assert_eq!(series(&after), series(&before), "300 odd requests added series:\n{after}");
+    });
+}
