@@ -217,3 +217,47 @@ fn the_data_directory_is_private_and_metrics_stay_bounded() {
         assert_eq!(series(&after), series(&before), "300 odd requests added series:\n{after}");
     });
 }
+
+#[test]
+fn gateway_secrets_stay_with_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let admin = Api::new(&url, &server.token);
+        let viewer = Api::new(&url, &token(&admin, "viewer").await);
+        const PATH: &str = "/services/T0001/B0002/s3cretWebhookPath";
+        const HEADER: &str = "Bearer s3cret-header-value";
+        let config = json!({"url": format!("https://hooks.slack.com{PATH}"), "headers": {"Authorization": HEADER}});
+        let hook = json!({"name": "hook", "plugin": "webhook", "config": config});
+        admin.ok(Method::POST, "/api/v1/gateways", Some(hook)).await;
+
+        // Whoever reads it sees where it goes, not how to use it.
+        for (who, api) in [("viewer", &viewer), ("admin", &admin)] {
+            for path in ["/api/v1/gateways/hook", "/api/v1/gateways"] {
+                let (status, shown) = api.get(path).await;
+                assert_eq!(status, 200, "{who} {path}: {shown}");
+                let text = shown.to_string();
+                assert!(!text.contains("s3cret"), "{who} reads a secret at {path}: {text}");
+                assert!(text.contains("https://hooks.slack.com/***"), "{who} sees the destination: {text}");
+            }
+        }
+        let audit = admin.ok(Method::GET, "/api/v1/audit?limit=100", None).await.to_string();
+        assert!(!audit.contains("s3cret"), "the audit trail holds a secret: {audit}");
+
+        // The hidden form keeps the secret only for the same destination.
+        let (status, answer) = admin.get("/api/v1/gateways/hook").await;
+        assert_eq!(status, 200);
+        let mut moved = answer.clone();
+        moved["config"]["url"] = json!("https://attacker.example/***");
+        let (status, refused) = admin.call(Method::PUT, "/api/v1/gateways/hook", Some(moved)).await;
+        assert_eq!(status, 400, "sending a stored secret to a new host: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("same destination"), "{refused}");
+        let mut renamed_header = answer.clone();
+        renamed_header["config"]["headers"] = json!({"X-Leak": "***"});
+        let (status, refused) = admin.call(Method::PUT, "/api/v1/gateways/hook", Some(renamed_header)).await;
+        assert_eq!(status, 400, "a stored header under a new name: {refused}");
+        let (status, kept) = admin.call(Method::PUT, "/api/v1/gateways/hook", Some(answer)).await;
+        assert_eq!(status, 200, "sent back as read, it is kept: {kept}");
+    });
+}
