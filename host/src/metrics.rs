@@ -73,6 +73,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
     pub moves: Family<ReasonLabels, Counter>,
+    /// Refused authentications: `missing`, `malformed`, `invalid`, `throttled`.
+    pub auth_failures: Family<ReasonLabels, Counter>,
     pub nodes: Family<StatusLabels, Gauge>,
     pub results_buffered: Gauge,
     pub results_dropped: Gauge,
@@ -108,6 +110,7 @@ impl Default for Metrics {
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(latency),
             moves: Family::default(),
+            auth_failures: Family::default(),
             nodes: Family::default(),
             results_buffered: Gauge::default(),
             results_dropped: Gauge::default(),
@@ -147,6 +150,7 @@ impl Default for Metrics {
         registry.register("http_requests", "API requests, by method, route and status", m.http_requests.clone());
         registry.register("http_request_duration_seconds", "API request latency, by route", m.http_seconds.clone());
         registry.register("check_moves", "Checks moved between nodes, by reason", m.moves.clone());
+        registry.register("auth_failures", "Refused authentications, by reason", m.auth_failures.clone());
         registry.register("nodes", "Probe nodes by state", m.nodes.clone());
         registry.register(
             "results_buffered",

@@ -145,7 +145,7 @@ async fn every_kind_reaches_the_follower_identically(backend: Backend) {
     let (status, refused) =
         backup.raw(Method::POST, "/api/v1/contacts", Some(&token), Some(json!({"name": "x", "channels": []}))).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("site_passive")));
-    let (new, hash) = tocsin::auth::mint("direct", tocsin::model::Role::Admin, "test").await;
+    let (new, hash) = tocsin::auth::mint("direct", tocsin::model::Role::Admin, "test");
     let mut tx = backup.db.writer().begin().await.unwrap();
     let err = tocsin::store::tokens::create(&mut tx, &new.info, &hash).await.unwrap_err();
     assert!(matches!(err, tocsin::store::StoreError::Passive(_)), "{err}");

@@ -261,3 +261,59 @@ fn gateway_secrets_stay_with_the_gateway() {
         assert_eq!(status, 200, "sent back as read, it is kept: {kept}");
     });
 }
+
+#[test]
+fn wrong_secrets_are_cheap_to_refuse_and_turned_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let admin = Api::new(&url, &server.token);
+        let viewer = token(&admin, "viewer").await;
+        // The real id of a real token, with guessed secrets.
+        let id = viewer.split('_').nth(1).unwrap().to_string();
+        let flood = {
+            let (url, id) = (url.clone(), id.clone());
+            tokio::spawn(async move {
+                let client = http();
+                let mut statuses = Vec::new();
+                for i in 0..2_000 {
+                    let guess = format!("tcn_{id}_{i:0>43}");
+                    let answer = client.get(format!("{url}/api/v1/checks")).bearer_auth(guess).send().await.unwrap();
+                    statuses.push(answer.status().as_u16());
+                }
+                statuses
+            })
+        };
+        // Meanwhile, the real token is answered, and quickly.
+        let valid = Api::new(&url, &viewer);
+        let mut took = Vec::new();
+        while !flood.is_finished() && took.len() < 200 {
+            let started = Instant::now();
+            assert_eq!(valid.get("/api/v1/checks").await.0, 200, "the valid token during the flood");
+            took.push(started.elapsed());
+        }
+        let statuses = flood.await.unwrap();
+        took.sort();
+        let median = took[took.len() / 2];
+        eprintln!(
+            "valid requests during the flood: {} answered, median {median:?}, slowest {:?}",
+            took.len(),
+            took.last().unwrap()
+        );
+        assert!(took.len() >= 5, "too few valid requests during the flood to judge: {}", took.len());
+        assert!(median < Duration::from_millis(100), "a valid request took {median:?} (median) during the flood");
+        assert_eq!(&statuses[..20], &[401; 20], "the first wrong secrets are told the token is unknown");
+        assert!(statuses[20..].iter().all(|s| *s == 429), "then the source is turned away");
+        let metrics = http().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+        let counted = |reason: &str| {
+            let prefix = format!("tocsin_auth_failures_total{{reason=\"{reason}\"}} ");
+            metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(
+            (counted("invalid"), counted("throttled")),
+            (Some(20.0), Some(1980.0)),
+            "refused authentications are counted"
+        );
+    });
+}

@@ -3,8 +3,8 @@
 //! (`tests/tests/contract.rs`). utoipa derives the document from the
 //! handlers; this completes it with what the derive cannot know:
 //!
-//! - the errors any operation can answer whatever its handler does: 401 and
-//!   403 where a token is needed, 400, 413 and 415 where a body is read, 400
+//! - the errors any operation can answer whatever its handler does: 401,
+//!   403 and 429 where a token is needed, 400, 413 and 415 where a body is read, 400
 //!   where parameters are parsed, 404 where the path names an object, 503
 //!   when the database is down or the site is passive;
 //! - the bounds the handlers enforce, declared from the very constants (and
@@ -63,6 +63,7 @@ fn add_errors(path: &str, operation: &mut Value) {
         errors.extend([
             ("401", "No token, or an unknown or revoked one"),
             ("403", "The token's role does not allow this"),
+            ("429", "Too many wrong tokens from this address: wait, then send a valid one"),
         ]);
         if in_path {
             errors.push(("404", "Not found"));

@@ -126,6 +126,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(store) => store.into(),
+            AuthError::Throttled(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", e.to_string()),
             other => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()),
         }
     }

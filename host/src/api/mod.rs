@@ -48,9 +48,9 @@ pub use error::ApiError;
 pub use node::NODE_KEY;
 pub use runs::{RunPage, Series};
 
-use crate::auth::{Authenticator, Caller};
+use crate::auth::{AuthError, Authenticator, Caller};
 use crate::catalog::Catalog;
-use crate::metrics::{HttpLabels, Metrics, PluginLabels};
+use crate::metrics::{HttpLabels, Metrics, PluginLabels, ReasonLabels};
 use crate::model::Role;
 use crate::store::Db;
 
@@ -196,7 +196,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header.map(|h| h.strip_prefix("Bearer ").unwrap_or(h).trim());
-        Ok(state.auth.verify(&state.db, token).await?)
+        let source = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let verified = state.auth.verify(&state.db, token, source).await;
+        if let Err(e) = &verified {
+            let reason = match e {
+                AuthError::Missing => "missing",
+                AuthError::Malformed => "malformed",
+                AuthError::Invalid => "invalid",
+                AuthError::Throttled(_) => "throttled",
+                AuthError::Store(_) => "unavailable",
+            };
+            state.metrics.auth_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+        }
+        Ok(verified?)
     }
 }
 

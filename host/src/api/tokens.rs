@@ -43,7 +43,7 @@ async fn create_token(
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(ApiError::bad_request("invalid_token", format!("name: 1 to {MAX_NAME} characters")));
     }
-    let (token, hash) = auth::mint(name, request.role, &caller.actor()).await;
+    let (token, hash) = auth::mint(name, request.role, &caller.actor());
     let mut tx = state.db.writer().begin().await?;
     store::tokens::create(&mut tx, &token.info, &hash).await?;
     tx.commit().await?;

@@ -52,7 +52,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
     let _ = rustls::crypto::ring::default_provider().install_default();
     let test_db = TestDb::new(backend).await;
     let db = Db::connect(&test_db.url).await.expect("connecting to the test database");
-    let (admin, hash) = tocsin::auth::mint("test-admin", Role::Admin, "test setup").await;
+    let (admin, hash) = tocsin::auth::mint("test-admin", Role::Admin, "test setup");
     let mut tx = db.writer().begin().await.unwrap();
     store::tokens::create(&mut tx, &admin.info, &hash).await.unwrap();
     tx.commit().await.unwrap();
