@@ -16,6 +16,7 @@ both!(
     bad_input_gets_a_clear_error_and_changes_nothing,
     tokens_and_roles,
     editors_cannot_open_non_public_networks,
+    every_role_gets_what_the_matrix_says,
     plugins_upload_show_and_delete,
     apply_is_idempotent_and_shows_its_plan,
     operations_endpoints,
@@ -350,6 +351,81 @@ async fn tokens_and_roles(backend: Backend) {
 
     let (status, answer) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "x", "role": "root"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    app.stop().await;
+}
+
+/// The role matrix (`api::access`) has a row for every operation of the
+/// document and no other, `docs/security.md` shows it as it is, and every
+/// operation answers each role as its row says: 401 without a token, 403
+/// `forbidden` below the role (before any body is read), anything else at
+/// or above it.
+async fn every_role_gets_what_the_matrix_says(backend: Backend) {
+    use tocsin::api::access::{Access, MATRIX, markdown};
+    use tocsin::model::Role;
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/security.md")).unwrap();
+    assert!(docs.contains(&markdown()), "docs/security.md must show the role matrix as it is:\n{}", markdown());
+
+    let app = spawn_app(backend).await;
+    let document = app.get("/api/v1/openapi.json").await;
+    let mut operations: Vec<(String, String)> = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in
+            item.as_object().unwrap().keys().filter(|m| ["get", "post", "put", "delete"].contains(&m.as_str()))
+        {
+            operations.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    // Routes outside the document: the document itself and the answer pages.
+    let undocumented = [("GET", "/api/v1/openapi.json"), ("GET", "/respond/{link}"), ("POST", "/respond/{link}")];
+    let rows: Vec<(String, String)> = MATRIX
+        .iter()
+        .filter(|(m, r, _)| !undocumented.contains(&(*m, *r)))
+        .map(|(m, r, _)| (m.to_string(), r.to_string()))
+        .collect();
+    let missing: Vec<_> = operations.iter().filter(|op| !rows.contains(op)).collect();
+    let stale: Vec<_> = rows.iter().filter(|row| !operations.contains(row)).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "operations without a row: {missing:?}; rows without an operation: {stale:?}"
+    );
+
+    let mut tokens = vec![("none", None, None), ("admin", Some(app.admin.clone()), Some(Role::Admin))];
+    for role in [Role::Viewer, Role::Editor, Role::Node] {
+        let body = json!({"name": format!("a {role}"), "role": role.as_str()});
+        let (_, made) = app.call(Method::POST, "/api/v1/tokens", Some(body)).await;
+        tokens.push((role.as_str(), Some(made["token"].as_str().unwrap().to_string()), Some(role)));
+    }
+    // The site's own levers last, so that nothing before meets a changed site.
+    let mut matrix: Vec<_> = MATRIX.to_vec();
+    matrix.sort_by_key(|(_, route, _)| route.starts_with("/api/v1/sync/"));
+    for (method, route, access) in matrix {
+        let path = route
+            .replace("{name}", "x")
+            .replace("{id}", "x")
+            .replace("{link}", "x")
+            .replace("{sha256}", "x")
+            .replace("{version}", "1.0.0");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = matches!(method, Method::POST | Method::PUT).then(|| json!({}));
+        for (who, token, role) in &tokens {
+            let (status, answer) = app.raw(method.clone(), &path, token.as_deref(), body.clone()).await;
+            let refused = status == StatusCode::FORBIDDEN && answer["error"]["code"] == "forbidden";
+            let allowed = match (access, role) {
+                (Access::Public, _) => true,
+                (Access::Role(_), None) => false,
+                (Access::Role(needed), Some(role)) => {
+                    tocsin::auth::Caller { token_id: String::new(), name: String::new(), role: *role }.has(needed)
+                }
+            };
+            match (allowed, role) {
+                (true, _) => {
+                    assert!(status != StatusCode::UNAUTHORIZED && !refused, "{who}: {method} {path}: {status} {answer}")
+                }
+                (false, None) => assert_eq!(status, StatusCode::UNAUTHORIZED, "{who}: {method} {path}: {answer}"),
+                (false, Some(_)) => assert!(refused, "{who} must be refused: {method} {path}: {status} {answer}"),
+            }
+        }
+    }
     app.stop().await;
 }
 

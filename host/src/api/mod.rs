@@ -7,6 +7,7 @@
 //! turns serde's complaints (unknown field, wrong type) into such errors.
 //! Every mutating handler writes its audit entry in its transaction.
 
+pub mod access;
 mod alerts;
 mod apply;
 mod audit;
@@ -137,6 +138,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let doc = Arc::new(contract::complete(doc, &state));
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), access::enforce));
     #[cfg(feature = "testing")]
     let api = api.route("/api/v1/testing/failpoints/{name}", axum::routing::put(testing::set_failpoint));
     api.route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json(doc.clone()) }))
@@ -189,26 +191,35 @@ async fn refuse_when_passive(State(state): Shared, request: Request, next: Next)
     ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "site_passive", message).into_response()
 }
 
-/// The authenticated caller of a request.
+/// Who sent a request: its bearer token checked, failures counted.
+async fn authenticate(parts: &mut Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = header.map(|h| h.strip_prefix("Bearer ").unwrap_or(h).trim());
+    let source = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let verified = state.auth.verify(&state.db, token, source).await;
+    if let Err(e) = &verified {
+        let reason = match e {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::Invalid => "invalid",
+            AuthError::Throttled(_) => "throttled",
+            AuthError::Store(_) => "unavailable",
+        };
+        state.metrics.auth_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+    Ok(verified?)
+}
+
+/// The authenticated caller of a request: the one [`access::enforce`]
+/// found, or (for a route it does not guard) checked now.
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = header.map(|h| h.strip_prefix("Bearer ").unwrap_or(h).trim());
-        let source = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        let verified = state.auth.verify(&state.db, token, source).await;
-        if let Err(e) = &verified {
-            let reason = match e {
-                AuthError::Missing => "missing",
-                AuthError::Malformed => "malformed",
-                AuthError::Invalid => "invalid",
-                AuthError::Throttled(_) => "throttled",
-                AuthError::Store(_) => "unavailable",
-            };
-            state.metrics.auth_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
         }
-        Ok(verified?)
+        authenticate(parts, state).await
     }
 }
 

@@ -52,14 +52,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 /// token from an address on the allowlist may read it.
 fn may_read_feed(state: &AppState, caller: &Caller, peer: &Peer) -> Result<(), ApiError> {
     let Some(addr) = peer.0 else {
-        return Err(ApiError::forbidden("the peer's address is unknown, so it cannot be on the sync allowlist"));
+        return Err(ApiError::forbidden("the peer's address is unknown, so it cannot be on the sync allowlist")
+            .with_code("peer_not_allowed"));
     };
     let ip = addr.ip().to_canonical();
     if !state.sync.allow.iter().any(|net| net.contains(&ip)) {
         tracing::warn!(peer = %ip, caller = %caller.actor(), "refused a feed read from an address not on the sync allowlist");
         return Err(ApiError::forbidden(format!(
             "{ip} is not on this site's sync allowlist (TOCSIN_SYNC_ALLOW / [sync] allow)"
-        )));
+        ))
+        .with_code("peer_not_allowed"));
     }
     caller.require(Role::Admin)
 }
