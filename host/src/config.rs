@@ -112,6 +112,19 @@ impl ServeFile {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
+/// Whether `url` is plain `http://` to a host that is not loopback (what
+/// crosses it can be read on the way).
+pub fn clear_and_remote(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else { return false };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
+        None => true,
+    };
+    url.scheme() == "http" && !loopback
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -181,6 +194,16 @@ mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clear_text_to_another_machine_is_recognised() {
+        for url in ["http://tocsin-1:7400", "http://10.0.0.5:7400/", "http://[2001:db8::1]:7400"] {
+            assert!(clear_and_remote(url), "{url}");
+        }
+        for url in ["https://tocsin-1:7400", "http://127.0.0.1:7400", "http://[::1]:7400", "http://localhost:7400"] {
+            assert!(!clear_and_remote(url), "{url}");
+        }
+    }
 
     #[test]
     fn passwords_stay_out_of_logs() {

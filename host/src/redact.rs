@@ -20,9 +20,19 @@ pub const REDACTED: &str = "***";
 /// Objects whose every value is secret.
 const SECRET_MAPS: &[&str] = &["headers"];
 
+/// A field named like a secret: a hint is one of its words (`auth_token`,
+/// `apiKey`) or ends it (`apikey`), so `keyword` is not one.
 fn is_secret(field: &str) -> bool {
-    let field = field.to_ascii_lowercase();
-    SECRET_HINTS.iter().any(|h| field.contains(h))
+    let mut words = String::with_capacity(field.len() + 4);
+    for c in field.chars() {
+        if c.is_uppercase() {
+            words.push('_');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    let lower = field.to_ascii_lowercase();
+    words.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| SECRET_HINTS.contains(&word))
+        || SECRET_HINTS.iter().any(|hint| lower.ends_with(hint))
 }
 
 /// `scheme://host[:port]/***` for a URL that carries anything beyond its
@@ -139,6 +149,17 @@ mod tests {
         let mut expected = stored.clone();
         expected["account_sid"] = json!("AC2");
         assert_eq!(edited, expected);
+    }
+
+    #[test]
+    fn secret_names_are_words_not_substrings() {
+        for field in ["auth_token", "apiKey", "api-key", "apikey", "password", "routing_key", "Authorization", "secret"]
+        {
+            assert!(is_secret(field), "{field}");
+        }
+        for field in ["keyword", "keys_seen", "account_sid", "from", "url", "tokenizer"] {
+            assert!(!is_secret(field), "{field}");
+        }
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plain HTTP on a non-loopback address: tokens, node keys and gateway \
+            credentials cross the network in clear; put a TLS-terminating proxy in front (deploy/haproxy) or keep \
+            this address on a private network");
+    }
     #[cfg(feature = "testing")]
     api::testing::from_env()?;
     let db = match &config.database_url {

@@ -17,6 +17,7 @@ both!(
     tokens_and_roles,
     editors_cannot_open_non_public_networks,
     every_role_gets_what_the_matrix_says,
+    a_checks_secrets_are_hidden_and_kept,
     plugins_upload_show_and_delete,
     apply_is_idempotent_and_shows_its_plan,
     operations_endpoints,
@@ -426,6 +427,51 @@ async fn every_role_gets_what_the_matrix_says(backend: Backend) {
             }
         }
     }
+    app.stop().await;
+}
+
+/// A check's header values never leave in clear (API, plan, audit), and
+/// what was read can be sent back, by PUT or apply, without losing them.
+async fn a_checks_secrets_are_hidden_and_kept(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let site = target_site().await;
+    let secret = "Bearer s3cret-check-header";
+    let mut check = http_check("web", &format!("{site}/"));
+    check["config"]["headers"] = json!({"Authorization": secret});
+    let (status, created) = app.call(Method::POST, "/api/v1/checks", Some(check)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let read = app.get("/api/v1/checks/web").await;
+    for (what, text) in [
+        ("created", created.to_string()),
+        ("read", read.to_string()),
+        ("listed", app.get("/api/v1/checks").await.to_string()),
+        ("audited", app.get("/api/v1/audit?limit=100").await.to_string()),
+    ] {
+        assert!(!text.contains("s3cret"), "{what}: {text}");
+    }
+    assert_eq!(read["config"]["headers"]["Authorization"], "***");
+
+    // Sent back as read, with a change elsewhere: the secret stays.
+    let mut edited = read.clone();
+    for field in ["id", "status", "status_since", "last_run_at", "last_message", "created_at", "updated_at"] {
+        edited.as_object_mut().unwrap().remove(field);
+    }
+    edited["description"] = json!("edited as read");
+    let (status, answer) = app.call(Method::PUT, "/api/v1/checks/web", Some(edited.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let document = json!({"checks": [edited.clone()]});
+    let (status, plan) = app.call(Method::POST, "/api/v1/apply", Some(document)).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["unchanged"], json!(["web"]), "an exported check applies unchanged: {plan}");
+    let stored = tocsin::store::checks::get(&app.db, "web").await.unwrap();
+    assert_eq!(stored.spec.config["headers"]["Authorization"], secret, "the stored secret is kept");
+
+    // A hidden secret where none is stored is refused, naming the field.
+    let mut invented = edited;
+    invented["config"]["headers"] = json!({"X-Other": "***"});
+    let (status, answer) = app.call(Method::PUT, "/api/v1/checks/web", Some(invented)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("config.headers.X-Other"), "{answer}");
     app.stop().await;
 }
 

@@ -52,6 +52,11 @@ pub async fn respond(db: &Db, notification: i64, answer: Answer, via: &str) -> R
     if let Some(earlier) = &row.response {
         return Err(RespondError::Used(earlier.clone()));
     }
+    // Tests widen the window in which two answers have both read the row.
+    #[cfg(feature = "testing")]
+    if fail::eval("respond-after-read", |_| ()).is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let (state, owner): (String, Option<String>) = sqlx::query_as("SELECT state, owner FROM incidents WHERE id = $1")
         .bind(row.incident_id)
         .fetch_one(&mut *tx)
@@ -59,11 +64,22 @@ pub async fn respond(db: &Db, notification: i64, answer: Answer, via: &str) -> R
     if state == "resolved" {
         return Err(RespondError::Closed(format!("incident {} is already resolved", row.incident_id)));
     }
-    sqlx::query("UPDATE outbox SET response = $2 WHERE id = $1 AND response IS NULL")
+    // The conditional update decides: of two answers racing (on PostgreSQL
+    // the second waits for the first's commit, then matches nothing), only
+    // the one that changed the row applies.
+    let claimed = sqlx::query("UPDATE outbox SET response = $2 WHERE id = $1 AND response IS NULL")
         .bind(notification)
         .bind(answer.as_str())
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if claimed == 0 {
+        let earlier: Option<String> = sqlx::query_scalar("SELECT response FROM outbox WHERE id = $1")
+            .bind(notification)
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(RespondError::Used(earlier.unwrap_or_else(|| "by another answer".into())));
+    }
     let said = match answer {
         Answer::Accept => {
             if !incidents::acknowledge(&mut tx, row.incident_id, &row.contact, via, now).await? {

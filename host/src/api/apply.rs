@@ -74,9 +74,14 @@ async fn apply(
     Body(document): Body<Document>,
 ) -> Result<axum::Json<Plan>, ApiError> {
     caller.require(Role::Editor)?;
+    let existing: BTreeMap<String, CheckSpec> = store::checks::list(&state.db, &Default::default())
+        .await?
+        .into_iter()
+        .map(|c| (c.spec.name.clone(), c.spec))
+        .collect();
     let mut seen = HashSet::new();
     let mut wanted = Vec::with_capacity(document.checks.len());
-    for (i, spec) in document.checks.into_iter().enumerate() {
+    for (i, mut spec) in document.checks.into_iter().enumerate() {
         if !seen.insert(spec.name.clone()) {
             return Err(ApiError::bad_request(
                 "invalid_document",
@@ -84,18 +89,15 @@ async fn apply(
             ));
         }
         let name = spec.name.clone();
-        let spec = super::checks::validate(&state, spec).await.map_err(|mut e| {
+        let in_document = |mut e: ApiError| {
             e.message = format!("checks[{i}] ({name}): {}", e.message);
             e
-        })?;
+        };
+        // An exported document holds hidden secrets: they stand for the stored ones.
+        super::checks::restore_config(&mut spec, existing.get(&name)).map_err(in_document)?;
+        let spec = super::checks::validate(&state, spec).await.map_err(in_document)?;
         wanted.push(spec);
     }
-
-    let existing: BTreeMap<String, CheckSpec> = store::checks::list(&state.db, &Default::default())
-        .await?
-        .into_iter()
-        .map(|c| (c.spec.name.clone(), c.spec))
-        .collect();
     for (i, spec) in wanted.iter().enumerate() {
         let kept = existing.get(&spec.name).map(|c| c.allow.as_slice()).unwrap_or_default();
         super::checks::authorize_grants(&state, &caller, spec, kept).map_err(|mut e| {
@@ -149,10 +151,14 @@ fn diff(before: &CheckSpec, after: &CheckSpec) -> Vec<FieldChange> {
     };
     a.iter()
         .filter(|(field, value)| b.get(*field) != Some(value))
-        .map(|(field, value)| FieldChange {
-            field: field.clone(),
-            before: b.get(field).cloned().unwrap_or(serde_json::Value::Null),
-            after: value.clone(),
+        .map(|(field, value)| {
+            // A plan shows that a secret changes, never what it is.
+            let shown = |v: &serde_json::Value| if field == "config" { crate::redact::redact(v) } else { v.clone() };
+            FieldChange {
+                field: field.clone(),
+                before: b.get(field).map(shown).unwrap_or(serde_json::Value::Null),
+                after: shown(value),
+            }
         })
         .collect()
 }

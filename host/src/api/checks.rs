@@ -40,6 +40,19 @@ pub(super) const MAX_DESCRIPTION: usize = 4096;
 /// [`is_name`] as a regular expression.
 pub(super) const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,62}$";
 
+/// A check as readers see it: its config's secrets hidden (`redact`).
+pub(super) fn shown(mut check: Check) -> Check {
+    check.spec.config = crate::redact::redact(&check.spec.config);
+    check
+}
+
+/// Puts back the stored secrets of a config sent back as it was read;
+/// refuses a hidden secret with nothing (or another destination) behind it.
+pub(super) fn restore_config(spec: &mut CheckSpec, stored: Option<&CheckSpec>) -> Result<(), ApiError> {
+    crate::redact::restore(&mut spec.config, stored.map(|s| &s.config))
+        .map_err(|message| ApiError::bad_request("invalid_check", message))
+}
+
 /// Refuses grants of non-public addresses that `caller` may not make. An
 /// admin may grant any; an editor only ranges inside the operator's
 /// `editor_grants`, or grants the check already has (`kept`), so editing a
@@ -226,7 +239,7 @@ async fn list_checks(
     } else {
         None
     };
-    Ok(axum::Json(CheckList { checks, next }))
+    Ok(axum::Json(CheckList { checks: checks.into_iter().map(shown).collect(), next }))
 }
 
 #[utoipa::path(post, path = "/api/v1/checks", tag = "checks", request_body = CheckSpec,
@@ -234,9 +247,10 @@ async fn list_checks(
 async fn create_check(
     State(state): Shared,
     caller: Caller,
-    Body(spec): Body<CheckSpec>,
+    Body(mut spec): Body<CheckSpec>,
 ) -> Result<(StatusCode, axum::Json<Check>), ApiError> {
     caller.require(Role::Editor)?;
+    restore_config(&mut spec, None)?;
     let spec = validate(&state, spec).await?;
     authorize_grants(&state, &caller, &spec, &[])?;
     let mut tx = state.db.writer().begin().await?;
@@ -244,7 +258,7 @@ async fn create_check(
     tx.commit().await?;
     state.changes.notify_one();
     tracing::info!(check = %check.spec.name, plugin = %check.spec.plugin, actor = %caller.actor(), "check created");
-    Ok((StatusCode::CREATED, axum::Json(check)))
+    Ok((StatusCode::CREATED, axum::Json(shown(check))))
 }
 
 #[utoipa::path(get, path = "/api/v1/checks/{name}", tag = "checks", params(("name" = String, Path)),
@@ -255,7 +269,7 @@ async fn get_check(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Check>, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(axum::Json(store::checks::get(&state.db, &name).await?))
+    Ok(axum::Json(shown(store::checks::get(&state.db, &name).await?)))
 }
 
 #[utoipa::path(put, path = "/api/v1/checks/{name}", tag = "checks", params(("name" = String, Path)), request_body = CheckSpec,
@@ -264,17 +278,18 @@ async fn update_check(
     State(state): Shared,
     caller: Caller,
     Path(name): Path<String>,
-    Body(spec): Body<CheckSpec>,
+    Body(mut spec): Body<CheckSpec>,
 ) -> Result<axum::Json<Check>, ApiError> {
     caller.require(Role::Editor)?;
+    let stored = store::checks::get(&state.db, &name).await?.spec;
+    restore_config(&mut spec, Some(&stored))?;
     let spec = validate(&state, spec).await?;
-    let kept = store::checks::get(&state.db, &name).await?.spec.allow;
-    authorize_grants(&state, &caller, &spec, &kept)?;
+    authorize_grants(&state, &caller, &spec, &stored.allow)?;
     let mut tx = state.db.writer().begin().await?;
     let check = store::checks::update(&mut tx, &name, &spec, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
-    Ok(axum::Json(check))
+    Ok(axum::Json(shown(check)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/checks/{name}", tag = "checks", params(("name" = String, Path)),
@@ -319,5 +334,5 @@ async fn set_paused(
     let check = store::checks::set_paused(&mut tx, &name, paused, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
-    Ok(axum::Json(check))
+    Ok(axum::Json(shown(check)))
 }

@@ -117,6 +117,7 @@ async fn work(
 #[utoipa::path(post, path = "/api/v1/node/results", tag = "nodes", request_body = Upload,
     params(("tocsin-node-key" = String, Header, description = "The node's key")),
     responses((status = 200, description = "OK", body = UploadReply), (status = 503, description = "Not ready", body = ErrorBody),
+              (status = 404, description = "Not enrolled", body = ErrorBody),
               (status = 403, description = "Not this node's key", body = ErrorBody)))]
 async fn results(
     State(state): Shared,

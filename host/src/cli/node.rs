@@ -174,6 +174,10 @@ async fn serve_node(args: RunArgs, token: Option<String>) -> Result<(), CliError
     runtime_config.cache_dir.get_or_insert_with(|| args.data_dir.join("plugin-cache"));
     let runtime = Runtime::new(runtime_config).map_err(|e| other(&e))?;
     let catalog = Catalog::new(runtime.clone()).await.map_err(|e| other(&e))?;
+    for controller in args.controllers.iter().filter(|c| crate::config::clear_and_remote(c)) {
+        tracing::warn!(%controller, "talking plain HTTP to a controller that is not on loopback: the node token and \
+            key cross the network in clear; use https:// through a TLS-terminating proxy");
+    }
     let link = Arc::new(
         HttpLink::new(args.controllers.clone(), token, &args.data_dir.join("node-key")).map_err(|e| other(&e))?,
     );
