@@ -78,10 +78,24 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+impl AuthError {
+    /// The `reason` label of `tocsin_auth_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::Invalid => "invalid",
+            AuthError::Throttled(_) => "throttled",
+            AuthError::Store(_) => "unavailable",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Authenticator {
-    /// Older (argon2) tokens verified in the last second.
-    verified: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
+    /// Older (argon2) tokens verified in the last second, by the SHA-256
+    /// of their text. (Revocation is read from the row on every request.)
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
     /// Failed attempts per source: how many, since when.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
@@ -136,7 +150,7 @@ impl Authenticator {
         }
         // An older token: argon2, remembered briefly.
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((_, at)) = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+        if let Some(at) = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
             && at.elapsed() < CACHE_TTL
         {
             return Ok(caller);
@@ -154,8 +168,8 @@ impl Authenticator {
             return Err(AuthError::Invalid);
         }
         let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-        cache.insert(key, (caller.clone(), Instant::now()));
+        cache.retain(|_, at| at.elapsed() < CACHE_TTL);
+        cache.insert(key, Instant::now());
         Ok(caller)
     }
 
@@ -183,11 +197,6 @@ impl Authenticator {
         if entry.0 == MAX_FAILURES {
             tracing::warn!(%source, failures = entry.0, window = ?FAILURE_WINDOW, "too many failed authentications: turning the source away");
         }
-    }
-
-    /// Forgets any verification of token `id` (after revoking it).
-    pub fn forget(&self, id: &str) {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (caller, _)| caller.token_id != id);
     }
 }
 

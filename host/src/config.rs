@@ -112,6 +112,24 @@ impl ServeFile {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
+/// Writes `text` (and a final newline if it has none) to a file only its
+/// owner may read: whole or not at all (a temporary file, synced, renamed
+/// over it), so a crash never leaves half a key.
+pub fn save_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    // A file left over from an earlier try keeps its mode through open: set it.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        file.write_all(b"\n")?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Whether `url` is plain `http://` to a host that is not loopback (what
 /// crosses it can be read on the way).
 pub fn clear_and_remote(url: &str) -> bool {

@@ -49,7 +49,7 @@ pub use error::ApiError;
 pub use node::NODE_KEY;
 pub use runs::{RunPage, Series};
 
-use crate::auth::{AuthError, Authenticator, Caller};
+use crate::auth::{Authenticator, Caller};
 use crate::catalog::Catalog;
 use crate::metrics::{HttpLabels, Metrics, PluginLabels, ReasonLabels};
 use crate::model::Role;
@@ -198,14 +198,7 @@ async fn authenticate(parts: &mut Parts, state: &Arc<AppState>) -> Result<Caller
     let source = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let verified = state.auth.verify(&state.db, token, source).await;
     if let Err(e) = &verified {
-        let reason = match e {
-            AuthError::Missing => "missing",
-            AuthError::Malformed => "malformed",
-            AuthError::Invalid => "invalid",
-            AuthError::Throttled(_) => "throttled",
-            AuthError::Store(_) => "unavailable",
-        };
-        state.metrics.auth_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+        state.metrics.auth_failures.get_or_create(&ReasonLabels { reason: e.reason().into() }).inc();
     }
     Ok(verified?)
 }

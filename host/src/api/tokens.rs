@@ -68,7 +68,6 @@ async fn revoke_token(
     let mut tx = state.db.writer().begin().await?;
     let token = store::tokens::revoke(&mut tx, &id, &caller.actor()).await?;
     tx.commit().await?;
-    state.auth.forget(&id);
     tracing::info!(token = %id, actor = %caller.actor(), "token revoked");
     Ok(axum::Json(token))
 }

@@ -558,24 +558,8 @@ async fn upsert(admin: &Client, kind: &str, body: Value) -> Result<(), Halt> {
     }
 }
 
-/// Writes `text` (and a final newline if it has none) to a file only its
-/// owner may read.
 fn save_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // An existing file keeps its mode through open: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())?;
-    if !text.ends_with('\n') {
-        file.write_all(b"\n")?;
-    }
-    Ok(())
+    crate::config::save_secret(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn api_error(e: CliError) -> anyhow::Error {

@@ -102,11 +102,10 @@ impl Serving {
             version: &hello.version,
             key_hash: &hash,
         };
-        store::cluster::enroll(&self.db, &enrollment, self.config.dead_after_ms()).await.map_err(unavailable)?;
+        let held =
+            store::cluster::enroll(&self.db, &enrollment, self.config.dead_after_ms()).await.map_err(unavailable)?;
         // Two first enrollments of one id may race: the key stored first wins.
-        if !matches!(proof, Proof::InProcess)
-            && store::cluster::key_hash(&self.db, &hello.node_id).await.map_err(unavailable)?.flatten() != Some(hash)
-        {
+        if !matches!(proof, Proof::InProcess) && held != hash {
             return Err(denied(&hello.node_id));
         }
         self.bulletin.poke();

@@ -5,7 +5,6 @@
 //! The node's key, which binds its first enrollment to its node id, is
 //! kept in a file only the node's user can read and sent with every call.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,15 +33,7 @@ fn node_key(path: &Path) -> std::io::Result<String> {
         Err(_) => {}
     }
     let key = format!("tcnk_{}", hex::encode(rand::random::<[u8; 32]>()));
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(key.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    crate::config::save_secret(path, &key)?;
     Ok(key)
 }
 

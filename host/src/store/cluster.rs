@@ -144,8 +144,9 @@ pub struct Enrollment<'a> {
 }
 
 /// Registers a node, or refreshes its details. A node that was gone starts
-/// a new healthy period. A node keeps the key hash it was first given.
-pub async fn enroll(db: &Db, node: &Enrollment<'_>, dead_after_ms: i64) -> Result<()> {
+/// a new healthy period. A node keeps the key hash it was first given;
+/// returns the one it holds now.
+pub async fn enroll(db: &Db, node: &Enrollment<'_>, dead_after_ms: i64) -> Result<String> {
     let now = db.dialect().now_ms;
     let sql = format!(
         "INSERT INTO nodes (id, name, location, version, state, registered_at, last_heartbeat, healthy_since, key_hash) \
@@ -153,18 +154,18 @@ pub async fn enroll(db: &Db, node: &Enrollment<'_>, dead_after_ms: i64) -> Resul
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, location = excluded.location, version = excluded.version, \
            healthy_since = CASE WHEN nodes.last_heartbeat < excluded.last_heartbeat - $5 THEN excluded.healthy_since \
                                 ELSE nodes.healthy_since END, \
-           last_heartbeat = excluded.last_heartbeat, key_hash = COALESCE(nodes.key_hash, excluded.key_hash)"
+           last_heartbeat = excluded.last_heartbeat, key_hash = COALESCE(nodes.key_hash, excluded.key_hash) \
+         RETURNING key_hash"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(node.id)
         .bind(node.name)
         .bind(node.location)
         .bind(node.version)
         .bind(dead_after_ms)
         .bind(node.key_hash)
-        .execute(db.writer())
-        .await?;
-    Ok(())
+        .fetch_one(db.writer())
+        .await?)
 }
 
 /// The key hash of node `id`: `None` for an unknown node, `Some(None)` for

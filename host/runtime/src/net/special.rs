@@ -7,6 +7,7 @@
 //! reaches loopback or a private network by the back door.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -36,13 +37,24 @@ const V6_IN_GLOBAL: &[(&str, &str)] = &[
     ("3fff::/20", "documentation"),
 ];
 
+/// The tables, parsed once: every address a check contacts is judged.
+static V4_RANGES: LazyLock<Vec<(Ipv4Net, &'static str)>> =
+    LazyLock::new(|| V4.iter().map(|(net, why)| (net.parse().expect("a valid range"), *why)).collect());
+static V6_RANGES: LazyLock<Vec<(Ipv6Net, &'static str)>> =
+    LazyLock::new(|| V6_IN_GLOBAL.iter().map(|(net, why)| (net.parse().expect("a valid range"), *why)).collect());
+
 fn v4_ranges() -> impl Iterator<Item = (Ipv4Net, &'static str)> {
-    V4.iter().map(|(net, why)| (net.parse().expect("a valid range"), *why))
+    V4_RANGES.iter().copied()
 }
 
-fn global_v6() -> Ipv6Net {
-    "2000::/3".parse().expect("a valid range")
+fn v6_ranges() -> impl Iterator<Item = (Ipv6Net, &'static str)> {
+    V6_RANGES.iter().copied()
 }
+
+const GLOBAL_V6: Ipv6Net = match Ipv6Net::new(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3) {
+    Ok(net) => net,
+    Err(_) => panic!("a valid prefix"),
+};
 
 const NAT64: Ipv6Net = match Ipv6Net::new(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
     Ok(net) => net,
@@ -82,7 +94,7 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = embedded_v4(v6) {
                 return non_public(IpAddr::V4(v4));
             }
-            if !global_v6().contains(&v6) {
+            if !GLOBAL_V6.contains(&v6) {
                 return Some(if v6.is_loopback() {
                     "loopback"
                 } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
@@ -93,10 +105,7 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
                     "outside IPv6 global unicast (2000::/3)"
                 });
             }
-            V6_IN_GLOBAL
-                .iter()
-                .find(|(net, _)| net.parse::<Ipv6Net>().expect("a valid range").contains(&v6))
-                .map(|(_, why)| *why)
+            v6_ranges().find(|(net, _)| net.contains(&v6)).map(|(_, why)| why)
         }
     }
 }
@@ -106,17 +115,17 @@ pub fn is_public(ip: IpAddr) -> bool {
     non_public(ip).is_none()
 }
 
-fn overlap<N: Copy>(a: N, b: N, contains: impl Fn(N, N) -> bool) -> bool {
-    contains(a, b) || contains(b, a)
+/// Whether two ranges share an address (one holds the other's start).
+fn overlap(a: impl Into<IpNet>, b: impl Into<IpNet>) -> bool {
+    let (a, b) = (a.into(), b.into());
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Why a granted range reaches some non-public address, or `None` when
 /// every address in it is public.
 pub fn reaches_non_public(net: &IpNet) -> Option<&'static str> {
     match net {
-        IpNet::V4(net) => {
-            v4_ranges().find(|(range, _)| overlap(*net, *range, |a, b| a.contains(&b.network()))).map(|(_, why)| why)
-        }
+        IpNet::V4(net) => v4_ranges().find(|(range, _)| overlap(*net, *range)).map(|(_, why)| why),
         IpNet::V6(net) => {
             let within = |outer: &Ipv6Net| outer.contains(net);
             // A range inside one that embeds IPv4 reaches what it embeds.
@@ -125,17 +134,13 @@ pub fn reaches_non_public(net: &IpNet) -> Option<&'static str> {
                 let v4 = Ipv4Net::new(Ipv4Addr::new(o[12], o[13], o[14], o[15]), net.prefix_len() - 96).ok()?;
                 return reaches_non_public(&IpNet::V4(v4.trunc()));
             }
-            if !within(&global_v6()) {
+            if !within(&GLOBAL_V6) {
                 return Some("outside IPv6 global unicast (2000::/3), or embeds non-public IPv4");
             }
-            if overlap(*net, SIX_TO_FOUR, |a, b| a.contains(&b.network())) {
+            if overlap(*net, SIX_TO_FOUR) {
                 return Some("6to4 (2002::/16), which embeds any IPv4 address");
             }
-            V6_IN_GLOBAL
-                .iter()
-                .map(|(range, why)| (range.parse::<Ipv6Net>().expect("a valid range"), *why))
-                .find(|(range, _)| overlap(*net, *range, |a, b| a.contains(&b.network())))
-                .map(|(_, why)| why)
+            v6_ranges().find(|(range, _)| overlap(*net, *range)).map(|(_, why)| why)
         }
     }
 }
