@@ -13,10 +13,13 @@ use super::cluster::{Controller, controller_with};
 /// A site's one controller: [`Controller`] under the name tests read best.
 pub type SiteProc = Controller;
 
+/// The peer secret the sites of these tests share.
+pub const PEER_SECRET: &str = "e2e-peer-secret-0123456789abcdef0123456789";
+
 /// Starts one controller of site `site` on `listen` with database `db`;
 /// `extra` are more `tocsin serve` flags (`--follow`, `--sync-peer`, ...).
 pub fn site(site: &str, dir: &Path, listen: &str, db: &str, extra: &[&str]) -> SiteProc {
-    let mut args = vec!["--site", site];
+    let mut args = vec!["--site", site, "--sync-peer-secret", PEER_SECRET];
     args.extend(extra);
     controller_with(site, dir, listen, Some(db), &args)
 }

@@ -54,11 +54,15 @@ impl Caller {
         format!("{} ({})", self.name, self.token_id)
     }
 
-    /// Viewer < editor < admin; the node role stands apart from them: only
-    /// a node token acts as a node, and a node token does nothing else.
+    /// Viewer < editor < admin. The scoped roles stand apart: only a node
+    /// token acts as a node, and a node token does nothing else; an alerts
+    /// token only raises alerts; a watchdog token reads what a viewer reads
+    /// and pulls its own levers. No ranked role holds a scoped one (routes
+    /// that take both name both, in the role matrix).
     pub fn has(&self, wanted: Role) -> bool {
         match (self.role, wanted) {
-            (Role::Node, _) | (_, Role::Node) => self.role == wanted,
+            (Role::Watchdog, Role::Viewer) => true,
+            (mine, wanted) if mine.is_scoped() || wanted.is_scoped() => mine == wanted,
             (mine, wanted) => mine >= wanted,
         }
     }
@@ -257,6 +261,14 @@ mod tests {
             assert!(!caller(Role::Node).has(role), "a node token must not act as {role}");
         }
         assert!(caller(Role::Node).has(Role::Node));
+        for scoped in [Role::Alerts, Role::Watchdog] {
+            assert!(caller(scoped).has(scoped));
+            for other in [Role::Node, Role::Editor, Role::Admin] {
+                assert!(!caller(scoped).has(other), "{scoped} must not act as {other}");
+                assert!(!caller(other).has(scoped), "{other} must not act as {scoped}");
+            }
+        }
+        assert!(caller(Role::Watchdog).has(Role::Viewer) && !caller(Role::Alerts).has(Role::Viewer));
         assert!(caller(Role::Admin).has(Role::Editor) && caller(Role::Editor).has(Role::Viewer));
         assert!(!caller(Role::Viewer).has(Role::Editor) && !caller(Role::Editor).has(Role::Admin));
     }

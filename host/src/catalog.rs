@@ -40,6 +40,7 @@ impl Catalog {
         let mut builtins = HashMap::new();
         for artifact in tocsin_builtins::BUILTIN {
             let plugin = runtime.load(artifact.wasm).await?;
+            crate::redact::learn(&plugin.info().config_schema);
             builtins.insert(plugin.info().name.clone(), plugin);
         }
         Ok(Catalog { runtime, builtins: Arc::new(builtins), uploaded: Arc::default() })
@@ -77,6 +78,7 @@ impl Catalog {
             other => other?,
         };
         let plugin = self.runtime.load(&wasm).await?;
+        crate::redact::learn(&plugin.info().config_schema);
         self.uploaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key, plugin.clone());
         Ok(plugin)
     }
@@ -125,6 +127,7 @@ impl Catalog {
     ) -> Result<(PluginRecord, bool), CatalogError> {
         let plugin = self.runtime.load(wasm).await?;
         let info = plugin.info();
+        crate::redact::learn(&info.config_schema);
         for (given, actual, what) in [(name, &info.name, "name"), (version, &info.version, "version")] {
             if let Some(given) = given
                 && given != actual
@@ -150,6 +153,15 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
             .insert((info.name.clone(), info.version.clone()), plugin.clone());
         Ok((record, created))
+    }
+
+    /// Learns the secret fields of every stored plugin's schema, so that
+    /// configs of plugins not loaded yet are hidden as well.
+    pub async fn learn_secrets(&self, db: &Db) -> Result<(), CatalogError> {
+        for record in store::plugins::list(db).await? {
+            crate::redact::learn(&record.config_schema);
+        }
+        Ok(())
     }
 
     /// Built-in and uploaded plugins.

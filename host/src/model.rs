@@ -253,15 +253,29 @@ pub enum Role {
     Admin,
     /// A probe node: only the node protocol, nothing else.
     Node,
+    /// An alert source (Alertmanager, a script): raises and resolves
+    /// inbound alerts, nothing else.
+    Alerts,
+    /// A watchdog: reads, and pulls exactly its levers (its canary checks,
+    /// evicting a node, revoking the scheduling lease).
+    Watchdog,
 }
 
 impl Role {
+    /// Viewer, editor and admin are ranked, each holding what the one
+    /// below holds; the other roles are scoped to one integration.
+    pub fn is_scoped(self) -> bool {
+        matches!(self, Role::Node | Role::Alerts | Role::Watchdog)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Editor => "editor",
             Role::Admin => "admin",
             Role::Node => "node",
+            Role::Alerts => "alerts",
+            Role::Watchdog => "watchdog",
         }
     }
 
@@ -271,6 +285,8 @@ impl Role {
             "editor" => Role::Editor,
             "admin" => Role::Admin,
             "node" => Role::Node,
+            "alerts" => Role::Alerts,
+            "watchdog" => Role::Watchdog,
             _ => return None,
         })
     }

@@ -2,7 +2,8 @@
 //! kept when a client sends the hidden form back.
 //!
 //! What counts as secret: a string field whose name hints at one (`token`,
-//! `password`, `key`, ...), every value of a `headers` object (an
+//! `password`, `key`, ...) or that a plugin's config schema marks
+//! `"writeOnly": true`, every value of a `headers` object (an
 //! `Authorization` header is as good as a password), and the user-info,
 //! path and query of a URL (a Slack-style webhook is a secret path). A URL
 //! is shown as `scheme://host[:port]/***`, so a reader still sees where it
@@ -13,6 +14,9 @@
 //! stored, is refused, so nobody can send a stored secret to a host of
 //! their choosing without knowing it.
 
+use std::collections::BTreeSet;
+use std::sync::{LazyLock, RwLock};
+
 use serde_json::Value;
 
 const SECRET_HINTS: &[&str] = &["token", "secret", "password", "key", "credential", "signature", "authorization"];
@@ -20,8 +24,45 @@ pub const REDACTED: &str = "***";
 /// Objects whose every value is secret.
 const SECRET_MAPS: &[&str] = &["headers"];
 
+/// Field names that some plugin's schema marks `"writeOnly": true`, from
+/// every schema this process has seen ([`learn`]). Names, not paths: a
+/// name one plugin declares secret is hidden in every config, which hides
+/// too much rather than too little.
+static DECLARED: LazyLock<RwLock<BTreeSet<String>>> = LazyLock::new(RwLock::default);
+
+/// Takes note of the fields `schema` (a plugin's config schema) declares
+/// secret. Called for every plugin a controller loads, stores or receives
+/// from its source, before any config of it is shown.
+pub fn learn(schema: &Value) {
+    let mut found = Vec::new();
+    declared_in(schema, &mut found);
+    if found.is_empty() {
+        return;
+    }
+    let mut declared = DECLARED.write().unwrap_or_else(|p| p.into_inner());
+    declared.extend(found.into_iter().map(|name| name.to_ascii_lowercase()));
+}
+
+fn declared_in(schema: &Value, found: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                for (name, property) in properties {
+                    if property.get("writeOnly") == Some(&Value::Bool(true)) {
+                        found.push(name.clone());
+                    }
+                }
+            }
+            map.values().for_each(|v| declared_in(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| declared_in(v, found)),
+        _ => {}
+    }
+}
+
 /// A field named like a secret: a hint is one of its words (`auth_token`,
-/// `apiKey`) or ends it (`apikey`), so `keyword` is not one.
+/// `apiKey`) or ends it (`apikey`), so `keyword` is not one; or a field a
+/// plugin's schema declared secret.
 fn is_secret(field: &str) -> bool {
     let mut words = String::with_capacity(field.len() + 4);
     for c in field.chars() {
@@ -33,6 +74,7 @@ fn is_secret(field: &str) -> bool {
     let lower = field.to_ascii_lowercase();
     words.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| SECRET_HINTS.contains(&word))
         || SECRET_HINTS.iter().any(|hint| lower.ends_with(hint))
+        || DECLARED.read().unwrap_or_else(|p| p.into_inner()).contains(&lower)
 }
 
 /// `scheme://host[:port]/***` for a URL that carries anything beyond its
@@ -160,6 +202,20 @@ mod tests {
         for field in ["keyword", "keys_seen", "account_sid", "from", "url", "tokenizer"] {
             assert!(!is_secret(field), "{field}");
         }
+    }
+
+    #[test]
+    fn a_schema_declares_its_own_secrets() {
+        let config = json!({"pager_pin": "4711", "nested": {"passphrase_x": "hunter2"}, "region": "eu"});
+        assert_eq!(redact(&config), config, "nothing hints at these names");
+        learn(&json!({"type": "object", "properties": {
+            "pager_pin": {"type": "string", "writeOnly": true},
+            "region": {"type": "string"},
+            "nested": {"type": "object", "properties": {"passphrase_x": {"type": "string", "writeOnly": true}}}}}));
+        assert_eq!(
+            redact(&config),
+            json!({"pager_pin": "***", "nested": {"passphrase_x": "***"}, "region": "eu"})
+        );
     }
 
     #[test]

@@ -69,8 +69,11 @@ pub async fn serve(
     };
     let mut runtime_config = config.runtime.clone();
     runtime_config.cache_dir.get_or_insert_with(|| config.data_dir.join("plugin-cache"));
+    // The node inside the controller must not probe the controller itself.
+    runtime_config.network.forbidden.push(addr);
     let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
     let catalog = Catalog::new(runtime).await.context("loading the built-in plugins")?;
+    catalog.learn_secrets(&db).await.context("reading the stored plugins' schemas")?;
 
     let site = sync::site::configure(&db, config.sync.site_name(), config.sync.follow.as_deref())
         .await

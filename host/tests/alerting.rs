@@ -24,14 +24,14 @@ async fn create(app: &TestApp, path: &str, body: Value) {
     assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {answer}");
 }
 
-/// Presses a key on a call, as Twilio reports it.
+/// Presses a key on a call, as Twilio reports it (signed).
 async fn press(app: &TestApp, call: &Received, digits: &str) -> String {
-    let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let form = format!("Digits={digits}&CallSid=CA0001&From={}", encode(&call.form["To"]));
+    let (form, signature) = call.key_press(digits);
     let response = app
         .http
         .post(call.callback())
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
         .body(form)
         .send()
         .await
@@ -88,6 +88,27 @@ async fn an_escalation_runs_until_someone_accepts_by_key_press(backend: Backend)
     let call = &twilio.received()[0];
     assert_eq!((call.resource.as_str(), call.form["To"].as_str()), ("Calls", "+15550001"));
     assert!(call.form["Twiml"].contains("api is down"), "{:?}", call.form);
+    // Whoever learned the link but not the account's auth token cannot
+    // answer: no signature, a signature of other fields (a recorded press
+    // of 2 replayed as 1) or a made-up one are refused, and the incident
+    // is untouched.
+    let (form, signature) = call.key_press("1");
+    let (forged, _) = call.key_press("2");
+    for (what, body, signature) in [
+        ("unsigned", form.clone(), None),
+        ("signed for other fields", forged, Some(signature.clone())),
+        ("signed with a guess", form.clone(), Some("GvWf1cFY/Q7PnoempGyD5oXAezc=".to_string())),
+    ] {
+        let mut request =
+            app.http.post(call.callback()).header("content-type", "application/x-www-form-urlencoded").body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-twilio-signature", signature);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+        assert!(response.text().await.unwrap().contains("not signed by Twilio"), "{what}");
+    }
+    assert_eq!(app.get(&format!("/api/v1/incidents/{id}")).await["state"], "open", "a forged key press changed nothing");
     // Her key press arrives twice at once (a retried callback), both having
     // read the unanswered notification: one applies, the other is told.
     #[cfg(feature = "testing")]

@@ -16,6 +16,7 @@ both!(
     bad_input_gets_a_clear_error_and_changes_nothing,
     tokens_and_roles,
     editors_cannot_open_non_public_networks,
+    no_grant_opens_the_controllers_own_listener,
     every_role_gets_what_the_matrix_says,
     a_checks_secrets_are_hidden_and_kept,
     plugins_upload_show_and_delete,
@@ -28,6 +29,27 @@ both!(
 fn http_check(name: &str, target: &str) -> Value {
     json!({"name": name, "plugin": "http", "target": target, "interval": "1s", "allow": ["127.0.0.1"],
            "config": {"keyword": "hello"}, "tags": ["web"], "locations": ["test"]})
+}
+
+/// Even an admin's grant of loopback does not let the node inside the
+/// controller probe the controller itself; other loopback services stay
+/// reachable with that grant.
+async fn no_grant_opens_the_controllers_own_listener(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let site = target_site().await;
+    for (name, target) in [("itself", format!("{}/metrics", app.url)), ("neighbour", format!("{site}/"))] {
+        let (status, body) = app.call(Method::POST, "/api/v1/checks", Some(http_check(name, &target))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    app.wait_until(Duration::from_secs(20), async || {
+        let itself = app.get("/api/v1/checks/itself").await;
+        itself["last_message"].as_str().is_some_and(|m| m.contains("the controller's own listener"))
+            && app.get("/api/v1/checks/neighbour").await["status"] == "up"
+    })
+    .await;
+    let itself = app.get("/api/v1/checks/itself").await;
+    assert_ne!(itself["status"], "up", "{itself}");
+    app.stop().await;
 }
 
 /// Counts that must not move when a request is refused.
@@ -330,7 +352,10 @@ async fn tokens_and_roles(backend: Backend) {
     let check = json!({"name": "c", "plugin": "http", "target": "https://example.com"});
     let (status, answer) = app.raw(Method::POST, "/api/v1/checks", Some(&viewer_token), Some(check.clone())).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(answer["error"]["message"], "this needs the editor role; the token \"dashboard\" has viewer");
+    assert_eq!(
+        answer["error"]["message"],
+        "POST /api/v1/checks needs `editor` or higher, or `watchdog`; the token \"dashboard\" has the viewer role"
+    );
     let (status, _) = app.raw(Method::GET, "/api/v1/checks", Some(&viewer_token), None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app.raw(Method::POST, "/api/v1/checks", Some(&editor_token), Some(check)).await;
@@ -391,7 +416,7 @@ async fn every_role_gets_what_the_matrix_says(backend: Backend) {
     );
 
     let mut tokens = vec![("none", None, None), ("admin", Some(app.admin.clone()), Some(Role::Admin))];
-    for role in [Role::Viewer, Role::Editor, Role::Node] {
+    for role in [Role::Viewer, Role::Editor, Role::Node, Role::Alerts, Role::Watchdog] {
         let body = json!({"name": format!("a {role}"), "role": role.as_str()});
         let (_, made) = app.call(Method::POST, "/api/v1/tokens", Some(body)).await;
         tokens.push((role.as_str(), Some(made["token"].as_str().unwrap().to_string()), Some(role)));
@@ -413,9 +438,9 @@ async fn every_role_gets_what_the_matrix_says(backend: Backend) {
             let refused = status == StatusCode::FORBIDDEN && answer["error"]["code"] == "forbidden";
             let allowed = match (access, role) {
                 (Access::Public, _) => true,
-                (Access::Role(_), None) => false,
-                (Access::Role(needed), Some(role)) => {
-                    tocsin::auth::Caller { token_id: String::new(), name: String::new(), role: *role }.has(needed)
+                (_, None) => false,
+                (access, Some(role)) => {
+                    access.allows(&tocsin::auth::Caller { token_id: String::new(), name: String::new(), role: *role })
                 }
             };
             match (allowed, role) {
@@ -762,18 +787,26 @@ async fn the_document_declares_what_the_handlers_enforce(backend: Backend) {
 async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Backend) {
     let app = spawn_app(backend).await;
     let site = target_site().await;
+    // The levers are pulled with a watchdog token, as a watchdog does.
+    let (_, made) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "w1", "role": "watchdog"}))).await;
+    let watchdog = made["token"].as_str().unwrap().to_string();
+    let as_watchdog = async |method: Method, path: &str, body: Option<Value>| {
+        app.raw(method, path, Some(&watchdog), body).await
+    };
 
     // The lease, revoked with the epoch the watchdog saw, to a healthy
-    // controller (here the same one, which takes it up afresh).
+    // controller (here the same one, which takes it up afresh), once the
+    // controller has taken it at start.
+    app.wait_until(Duration::from_secs(10), async || app.get("/api/v1/cluster").await["scheduler"].is_string()).await;
     let cluster = app.get("/api/v1/cluster").await;
     let epoch = cluster["epoch"].as_i64().unwrap();
     let me = cluster["answered_by"].as_str().unwrap().to_string();
     let stale = json!({"epoch": epoch - 1, "to": me, "reason": "test", "agreed_by": ["w1"]});
-    let (status, body) = app.call(Method::POST, "/api/v1/cluster/lease/revoke", Some(stale)).await;
+    let (status, body) = as_watchdog(Method::POST, "/api/v1/cluster/lease/revoke", Some(stale)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["message"], format!("the scheduling lease moved on: epoch is now {epoch} (held by {me})"));
     let current = json!({"epoch": epoch, "to": me, "reason": "wedged", "agreed_by": ["w1", "w2"]});
-    let (status, revoked) = app.call(Method::POST, "/api/v1/cluster/lease/revoke", Some(current)).await;
+    let (status, revoked) = as_watchdog(Method::POST, "/api/v1/cluster/lease/revoke", Some(current)).await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!((revoked["scheduler"].as_str(), revoked["epoch"].as_i64()), (Some(me.as_str()), Some(epoch + 1)));
     let audit = app.get("/api/v1/audit?limit=1").await;
@@ -784,6 +817,11 @@ async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Back
     // The new holder schedules, and a check's change reaches its node.
     let (status, _) = app.call(Method::POST, "/api/v1/checks", Some(http_check("web", &format!("{site}/")))).await;
     assert_eq!(status, StatusCode::CREATED);
+    // Opening a check to loopback stands out in the audit trail.
+    let audit = app.get("/api/v1/audit?limit=2").await;
+    assert_eq!((audit[0]["action"].as_str(), audit[0]["object_name"].as_str()), (Some("check.grant"), Some("web")), "{audit}");
+    assert_eq!(audit[0]["after"]["non_public"][0]["allow"], "127.0.0.1", "{audit}");
+
     app.wait_until(Duration::from_secs(20), async || app.get("/api/v1/checks/web").await["status"] == "up").await;
     let nodes = app.get("/api/v1/nodes").await;
     assert_eq!(nodes[0]["expected_last_minute"], 60, "{nodes}");
@@ -793,12 +831,39 @@ async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Back
     assert_eq!(status, StatusCode::OK);
     app.wait_until(Duration::from_secs(20), async || app.get("/api/v1/checks/web").await["status"] == "down").await;
 
+    // A watchdog writes its canary, and nothing else.
+    let canary = |allow: Value| {
+        json!({"name": "watchdog-w1-canary-test", "plugin": "http", "target": format!("{site}/canary/w1/test/1"),
+               "interval": "1s", "locations": ["test"], "tags": ["watchdog", "canary"],
+               "config": {"context_headers": true}, "allow": allow})
+    };
+    let before = footprint(&app).await;
+    let mut retargeted = canary(json!(["127.0.0.1"]));
+    retargeted["plugin"] = json!("tcp");
+    let mut reconfigured = canary(json!(["127.0.0.1"]));
+    reconfigured["config"]["json_path"] = json!("$.secret");
+    for (what, method, path, body) in [
+        ("a user's check", Method::POST, "/api/v1/checks", http_check("web-2", &format!("{site}/"))),
+        ("a user's check, renamed", Method::PUT, "/api/v1/checks/web", canary(json!(["127.0.0.1"]))),
+        ("a grant beyond its target", Method::POST, "/api/v1/checks", canary(json!(["10.0.0.0/8"]))),
+        ("another plugin", Method::POST, "/api/v1/checks", retargeted),
+        ("another config", Method::POST, "/api/v1/checks", reconfigured),
+    ] {
+        let (status, body) = as_watchdog(method, path, Some(body)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("not_a_canary")), "{what}: {body}");
+    }
+    let (status, body) = as_watchdog(Method::DELETE, "/api/v1/checks/web", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(footprint(&app).await, before, "refusals change nothing");
+    let (status, body) = as_watchdog(Method::POST, "/api/v1/checks", Some(canary(json!(["127.0.0.1"])))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
     // Eviction, audited with its reason, until resumed.
     let id = nodes[0]["id"].as_str().unwrap().to_string();
-    let (status, _) = app.call(Method::POST, "/api/v1/nodes/nobody/evict", Some(json!({}))).await;
+    let (status, _) = as_watchdog(Method::POST, "/api/v1/nodes/nobody/evict", Some(json!({}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let reason = json!({"reason": "runs nothing", "agreed_by": ["w1"]});
-    let (status, node) = app.call(Method::POST, &format!("/api/v1/nodes/{id}/evict"), Some(reason.clone())).await;
+    let (status, node) = as_watchdog(Method::POST, &format!("/api/v1/nodes/{id}/evict"), Some(reason.clone())).await;
     assert_eq!((status, node["state"].as_str()), (StatusCode::OK, Some("evicted")), "{node}");
     let audit = app.get("/api/v1/audit?limit=1").await;
     assert_eq!((audit[0]["action"].as_str(), &audit[0]["after"]), (Some("node.evict"), &reason));

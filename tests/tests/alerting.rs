@@ -75,15 +75,17 @@ fn kinds(detail: &Value, kind: &str) -> usize {
     detail["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).count()
 }
 
-/// Presses a key on a call, as Twilio reports it; returns what is said back.
+/// Presses a key on a call, as Twilio reports it (signed); returns what
+/// is said back.
 fn press(call: &Received, digits: &str) -> String {
+    let (form, signature) = call.key_press(digits);
     let (said, code) = curl(&[
         "-X",
         "POST",
-        "--data-urlencode",
-        &format!("Digits={digits}"),
-        "--data-urlencode",
-        "CallSid=CA1",
+        "-H",
+        &format!("X-Twilio-Signature: {signature}"),
+        "--data",
+        &form,
         &call.callback(),
     ]);
     assert_eq!(code, "200", "{said}");
@@ -295,7 +297,13 @@ fn alertmanager_opens_and_resolves_an_incident() {
     let binary = alertmanager_binary();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
-    let (url, token) = (server.url.clone(), server.token.clone());
+    let (url, admin) = (server.url.clone(), server.token.clone());
+    // Alertmanager holds a token that may raise alerts and nothing else.
+    let token = ok(cli(&url, &admin, &["token", "create", "--role", "alerts", "--name", "alertmanager", "-o", "json"]))
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let config = dir.path().join("alertmanager.yml");
     std::fs::write(
         &config,
@@ -331,10 +339,12 @@ fn alertmanager_opens_and_resolves_an_incident() {
         assert_eq!(code, "200", "{answer}");
     };
     post(alert(&later));
-    let list = || ok(cli(&url, &token, &["incident", "list", "-o", "json"])).json();
+    let list = || ok(cli(&url, &admin, &["incident", "list", "-o", "json"])).json();
     wait_until("the incident opens", Duration::from_secs(30), || list().as_array().is_some_and(|a| !a.is_empty()));
     let opened = list()[0].clone();
     assert_eq!(opened["title"], "disk 95% full on db1");
+    let read = cli(&url, &token, &["incident", "list", "-o", "json"]);
+    assert_ne!(read.code, 0, "an alerts token reads nothing: {read:?}");
     assert_eq!(opened["source"], "alertmanager");
     assert_eq!(opened["severity"], "warning");
     assert_eq!(opened["state"], "triggered");

@@ -317,3 +317,48 @@ fn wrong_secrets_are_cheap_to_refuse_and_turned_away() {
         );
     });
 }
+
+/// The scoped tokens an integration is given do their one job and nothing
+/// else: an alert source raises alerts and cannot even read; a watchdog
+/// reads and pulls its levers, but mints no token, touches no user's check
+/// and changes no gateway.
+#[test]
+fn scoped_tokens_do_their_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let admin = Api::new(&url, &server.token);
+        let probed = target(Duration::ZERO);
+        let web = json!({"name": "web", "plugin": "http", "target": probed.url, "interval": "10s", "allow": ["127.0.0.1"]});
+        admin.ok(Method::POST, "/api/v1/checks", Some(web.clone())).await;
+        let alerts = Api::new(&url, &token(&admin, "alerts").await);
+        let watchdog = Api::new(&url, &token(&admin, "watchdog").await);
+        let alert = json!({"source": "billing", "key": "backlog", "summary": "queue backlog"});
+        let (status, answer) = alerts.post("/api/v1/alerts", alert).await;
+        assert!((200..300).contains(&status), "an alerts token raises an alert: {status} {answer}");
+        let audit_before = admin.ok(Method::GET, "/api/v1/audit?limit=1000", None).await.as_array().unwrap().len();
+        let mut moved = web.clone();
+        moved["target"] = json!("http://127.0.0.1:9/");
+        for (who, api, method, path, body) in [
+            ("alerts", &alerts, Method::GET, "/api/v1/checks", None),
+            ("alerts", &alerts, Method::GET, "/api/v1/incidents", None),
+            ("alerts", &alerts, Method::PUT, "/api/v1/checks/web", Some(moved.clone())),
+            ("alerts", &alerts, Method::POST, "/api/v1/silences", Some(json!({}))),
+            ("watchdog", &watchdog, Method::PUT, "/api/v1/checks/web", Some(moved.clone())),
+            ("watchdog", &watchdog, Method::DELETE, "/api/v1/checks/web", None),
+            ("watchdog", &watchdog, Method::POST, "/api/v1/tokens", Some(json!({"name": "x", "role": "admin"}))),
+            ("watchdog", &watchdog, Method::DELETE, "/api/v1/gateways/x", None),
+            ("watchdog", &watchdog, Method::POST, "/api/v1/alerts", Some(json!({"source": "w", "key": "k", "summary": "s"}))),
+        ] {
+            let (status, answer) = api.call(method.clone(), path, body).await;
+            assert_eq!(status, 403, "{who}: {method} {path}: {answer}");
+        }
+        let (status, nodes) = watchdog.get("/api/v1/nodes").await;
+        assert_eq!((status, nodes.as_array().map(Vec::len)), (200, Some(1)), "a watchdog reads: {nodes}");
+        let check = admin.ok(Method::GET, "/api/v1/checks/web", None).await;
+        assert_eq!(check["target"], web["target"], "the check is untouched");
+        let audit = admin.ok(Method::GET, "/api/v1/audit?limit=1000", None).await;
+        assert_eq!(audit.as_array().unwrap().len(), audit_before, "nothing was changed: {audit}");
+    });
+}

@@ -379,3 +379,55 @@ async fn a_diverged_site_stops_and_recover_reports_what_it_discarded() {
     assert!(audit.to_string().contains("site.recover"), "the recovery is in the audit trail");
     pair.assert_clean_logs();
 }
+
+/// Whoever answers at a `--sync-peer` address (a forged peer) reports itself
+/// active at a far higher epoch. It cannot sign the site's challenge with
+/// the peer secret, so the site ignores it: it stays active and ready,
+/// takes changes, and its sync token never reaches the forger.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_peer_neither_demotes_a_site_nor_learns_its_token() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let log = seen.clone();
+    let forger = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let log = log.clone();
+        async move {
+            let auth = request.headers().get("authorization").map(|v| v.to_str().unwrap_or("?").to_string());
+            log.lock().unwrap().push((request.uri().to_string(), auth));
+            axum::Json(json!({
+                "site": {"name": "forged", "role": "active", "epoch": 99, "head": 0, "head_epoch": 0,
+                         "head_chain": "", "source": null, "changed_at": 0},
+                "ready": true, "following": null, "proof": "00".repeat(32)
+            }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forger_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, forger).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres).await;
+    let port = tocsin_testkit::free_port();
+    let sync_token = "tcn_forgedtarget_ThisSyncTokenMustNeverReachTheForger000000";
+    let primary = site(
+        "primary",
+        &dir.path().join("p"),
+        &format!("127.0.0.1:{port}"),
+        &db.url,
+        &["--sync-peer", &forger_url, "--sync-token", sync_token],
+    );
+    let api = Api::new(&primary.url, &primary.token);
+    let asked = || seen.lock().unwrap().iter().filter(|(uri, _)| uri.contains("/api/v1/sync/status?challenge=")).count();
+    eventually("the site asked the forger three times", Duration::from_secs(30), || async { asked() >= 3 }).await;
+
+    let status = api.status().await;
+    assert_eq!((status["site"]["role"].as_str(), status["site"]["epoch"].as_i64()), (Some("active"), Some(1)), "{status}");
+    assert_eq!(status["ready"], true, "{status}");
+    let head = api.head().await;
+    change(&api, 0).await;
+    assert_eq!(api.head().await, head + 1, "the site still takes changes");
+    let requests = seen.lock().unwrap().clone();
+    assert!(requests.iter().all(|(_, auth)| auth.is_none()), "the forger got a token: {requests:?}");
+    let metrics = reqwest::get(format!("{}/metrics", primary.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tocsin_auth_failures_total{reason=\"sync_peer\"}"), "{metrics}");
+}

@@ -83,6 +83,11 @@ pub struct NetworkConfig {
     pub extra_roots: Vec<PathBuf>,
     /// Sent as `User-Agent` when a plugin does not set one.
     pub user_agent: String,
+    /// Listeners no plugin may contact, whatever its grants: the
+    /// controller's own, when the node runs inside it (an unspecified
+    /// address stands for every local one).
+    #[serde(skip)]
+    pub forbidden: Vec<std::net::SocketAddr>,
 }
 
 impl Default for NetworkConfig {
@@ -91,6 +96,7 @@ impl Default for NetworkConfig {
             allow: Vec::new(),
             extra_roots: Vec::new(),
             user_agent: concat!("Tocsin/", env!("CARGO_PKG_VERSION")).to_string(),
+            forbidden: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //!   a route's gateways with failover and retries.
 //! - [`links`]: signed, expiring, single-use accept/reject links.
 //! - [`suppress`]: maintenance windows and silences.
+//! - [`twilio`]: proof that a key-press callback comes from Twilio.
 //! - [`directory`]: contacts, policies, gateways, routes: validation.
 //!
 //! Architecture Invariant: a notification exists only as an outbox row
@@ -30,6 +31,7 @@ pub mod model;
 pub mod outbox;
 pub mod respond;
 pub mod suppress;
+pub mod twilio;
 
 use std::sync::Arc;
 use std::time::Duration;

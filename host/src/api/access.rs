@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
+use crate::auth::Caller;
 use crate::model::Role;
 
 /// What a route needs.
@@ -21,8 +22,33 @@ use crate::model::Role;
 pub enum Access {
     /// No token: health, metrics, the document, signed links and callbacks.
     Public,
-    /// A token with this role (or a higher one; `node` stands apart).
+    /// A token with this role (or a higher one; scoped roles stand apart).
     Role(Role),
+    /// A token with the first role (or a higher one), or with the scoped
+    /// role second: the integration that needs exactly this route.
+    RoleOr(Role, Role),
+}
+
+impl Access {
+    pub fn allows(self, caller: &Caller) -> bool {
+        match self {
+            Public => true,
+            Access::Role(role) => caller.has(role),
+            Access::RoleOr(role, scoped) => caller.has(role) || caller.has(scoped),
+        }
+    }
+
+    /// Who may, in words (the table's last column, and refusals).
+    fn needs(self) -> String {
+        match self {
+            Public => "no token".to_string(),
+            Access::Role(role) if role.is_scoped() => format!("`{role}`"),
+            // A watchdog reads what a viewer reads (`Caller::has`).
+            Access::Role(Role::Viewer) => "`viewer` or higher, or `watchdog`".to_string(),
+            Access::Role(role) => format!("`{role}` or higher"),
+            Access::RoleOr(role, scoped) => format!("`{role}` or higher, or `{scoped}`"),
+        }
+    }
 }
 
 use Access::Public;
@@ -30,6 +56,12 @@ const VIEWER: Access = Access::Role(Role::Viewer);
 const EDITOR: Access = Access::Role(Role::Editor);
 const ADMIN: Access = Access::Role(Role::Admin);
 const NODE: Access = Access::Role(Role::Node);
+/// Raising and resolving inbound alerts: editors and alert sources.
+const ALERTS: Access = Access::RoleOr(Role::Editor, Role::Alerts);
+/// A watchdog's levers: its canary checks (the handler holds it to
+/// those), evicting a node, revoking the lease.
+const EDITOR_OR_WATCHDOG: Access = Access::RoleOr(Role::Editor, Role::Watchdog);
+const ADMIN_OR_WATCHDOG: Access = Access::RoleOr(Role::Admin, Role::Watchdog);
 
 /// Every route: method, route as the router names it, what it needs.
 pub const MATRIX: &[(&str, &str, Access)] = &[
@@ -42,9 +74,9 @@ pub const MATRIX: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/callbacks/twilio/{link}", Public),
     ("GET", "/api/v1/sync/status", Public),
     ("GET", "/api/v1/checks", VIEWER),
-    ("POST", "/api/v1/checks", EDITOR),
+    ("POST", "/api/v1/checks", EDITOR_OR_WATCHDOG),
     ("GET", "/api/v1/checks/{name}", VIEWER),
-    ("PUT", "/api/v1/checks/{name}", EDITOR),
+    ("PUT", "/api/v1/checks/{name}", EDITOR_OR_WATCHDOG),
     ("DELETE", "/api/v1/checks/{name}", EDITOR),
     ("POST", "/api/v1/checks/{name}/pause", EDITOR),
     ("POST", "/api/v1/checks/{name}/resume", EDITOR),
@@ -62,8 +94,8 @@ pub const MATRIX: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/incidents/{id}/accept", EDITOR),
     ("POST", "/api/v1/incidents/{id}/reject", EDITOR),
     ("POST", "/api/v1/incidents/{id}/resolve", EDITOR),
-    ("POST", "/api/v1/alerts", EDITOR),
-    ("POST", "/api/v1/alerts/alertmanager", EDITOR),
+    ("POST", "/api/v1/alerts", ALERTS),
+    ("POST", "/api/v1/alerts/alertmanager", ALERTS),
     ("GET", "/api/v1/silences", VIEWER),
     ("POST", "/api/v1/silences", EDITOR),
     ("DELETE", "/api/v1/silences/{id}", EDITOR),
@@ -96,10 +128,10 @@ pub const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/nodes", VIEWER),
     ("DELETE", "/api/v1/nodes/{id}", ADMIN),
     ("POST", "/api/v1/nodes/{id}/drain", ADMIN),
-    ("POST", "/api/v1/nodes/{id}/evict", ADMIN),
+    ("POST", "/api/v1/nodes/{id}/evict", ADMIN_OR_WATCHDOG),
     ("POST", "/api/v1/nodes/{id}/resume", ADMIN),
     ("GET", "/api/v1/cluster", VIEWER),
-    ("POST", "/api/v1/cluster/lease/revoke", ADMIN),
+    ("POST", "/api/v1/cluster/lease/revoke", ADMIN_OR_WATCHDOG),
     ("GET", "/api/v1/tokens", ADMIN),
     ("POST", "/api/v1/tokens", ADMIN),
     ("DELETE", "/api/v1/tokens/{id}", ADMIN),
@@ -128,12 +160,7 @@ pub fn required(method: &Method, route: &str) -> Option<Access> {
 pub fn markdown() -> String {
     let mut table = String::from("| Method | Route | Needs |\n|--------|-------|-------|\n");
     for (method, route, access) in MATRIX {
-        let needs = match access {
-            Public => "no token".to_string(),
-            Access::Role(Role::Node) => "`node`".to_string(),
-            Access::Role(role) => format!("`{role}` or higher"),
-        };
-        table.push_str(&format!("| {method} | `{route}` | {needs} |\n"));
+        table.push_str(&format!("| {method} | `{route}` | {} |\n", access.needs()));
     }
     table
 }
@@ -142,9 +169,9 @@ pub fn markdown() -> String {
 /// its body parsing) runs; passes the authenticated caller on.
 pub async fn enforce(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
-    let role = match required(request.method(), &route) {
+    let access = match required(request.method(), &route) {
         Some(Public) => return next.run(request).await,
-        Some(Access::Role(role)) => role,
+        Some(access) => access,
         // A method the route does not take: the router answers 405. (Every
         // method a route does take has a row: the matrix test checks.)
         None if MATRIX.iter().any(|(_, r, _)| *r == route) => return next.run(request).await,
@@ -159,8 +186,15 @@ pub async fn enforce(State(state): State<Arc<AppState>>, mut request: Request, n
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = caller.require(role) {
-        return e.into_response();
+    if !access.allows(&caller) {
+        return ApiError::forbidden(format!(
+            "{} {route} needs {}; the token {:?} has the {} role",
+            parts.method,
+            access.needs(),
+            caller.name,
+            caller.role
+        ))
+        .into_response();
     }
     parts.extensions.insert(caller);
     request = Request::from_parts(parts, body);

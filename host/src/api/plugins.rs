@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Params, Path, Shared};
 use crate::auth::Caller;
-use crate::model::{PluginRecord, Role};
+use crate::model::PluginRecord;
 
 pub fn routes(max_plugin_bytes: usize) -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -68,7 +68,6 @@ async fn upload_plugin(
     Params(query): Params<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, axum::Json<Uploaded>), ApiError> {
-    caller.require(Role::Editor)?;
     let upload = read_upload(request, query, &state).await?;
     let (plugin, created) = state
         .catalog
@@ -138,8 +137,7 @@ async fn read_upload(request: Request, query: UploadQuery, state: &Arc<AppState>
 }
 
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", responses((status = 200, description = "OK", body = Vec<PluginRecord>)))]
-async fn list_plugins(State(state): Shared, caller: Caller) -> Result<axum::Json<Vec<PluginRecord>>, ApiError> {
-    caller.require(Role::Viewer)?;
+async fn list_plugins(State(state): Shared) -> Result<axum::Json<Vec<PluginRecord>>, ApiError> {
     Ok(axum::Json(state.catalog.list(&state.db).await?))
 }
 
@@ -148,10 +146,8 @@ async fn list_plugins(State(state): Shared, caller: Caller) -> Result<axum::Json
     responses((status = 200, description = "OK", body = Vec<PluginRecord>), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn get_plugin(
     State(state): Shared,
-    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Vec<PluginRecord>>, ApiError> {
-    caller.require(Role::Viewer)?;
     Ok(axum::Json(state.catalog.versions(&state.db, &name).await?))
 }
 
@@ -160,10 +156,8 @@ async fn get_plugin(
     responses((status = 200, description = "OK", body = PluginRecord), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn get_plugin_version(
     State(state): Shared,
-    caller: Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<axum::Json<PluginRecord>, ApiError> {
-    caller.require(Role::Viewer)?;
     let versions = state.catalog.versions(&state.db, &name).await?;
     versions
         .into_iter()
@@ -180,7 +174,6 @@ async fn delete_plugin(
     caller: Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Editor)?;
     state.catalog.delete(&state.db, &name, &version, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

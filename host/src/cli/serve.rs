@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// An admin token valid at the other sites, to read their change feed.
     #[arg(long, env = "TOCSIN_SYNC_TOKEN", hide_env_values = true)]
     sync_token: Option<String>,
+    /// A secret every site of this deployment shares (32 characters or
+    /// more): sites prove it to each other before one steps down for
+    /// another's epoch or sends it the sync token.
+    #[arg(long, env = "TOCSIN_SYNC_PEER_SECRET", hide_env_values = true)]
+    sync_peer_secret: Option<String>,
     /// Another site's URL, asked for its epoch (repeat, or comma-separate).
     #[arg(long = "sync-peer", env = "TOCSIN_SYNC_PEERS", value_delimiter = ',')]
     sync_peers: Vec<String>,
@@ -85,6 +90,18 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(token) = args.sync_token {
         config.sync.token = Some(Secret::new(token));
+    }
+    if let Some(secret) = args.sync_peer_secret {
+        config.sync.peer_secret = Some(Secret::new(secret));
+    }
+    if let Some(secret) = &config.sync.peer_secret
+        && secret.expose().len() < crate::sync::proof::MIN_SECRET
+    {
+        return Err(CliError::Usage(format!(
+            "the sync peer secret has {} characters; use {} or more (for example `openssl rand -hex 32`)",
+            secret.expose().len(),
+            crate::sync::proof::MIN_SECRET
+        )));
     }
     if !args.sync_peers.is_empty() {
         config.sync.peers = args.sync_peers;

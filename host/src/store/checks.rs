@@ -203,6 +203,7 @@ pub async fn create(conn: &mut AnyConnection, spec: &CheckSpec, actor: &str) -> 
         },
     )
     .await?;
+    audit_non_public_grants(conn, actor, &spec.name, &[], &spec.allow).await?;
     Ok(check)
 }
 
@@ -240,7 +241,43 @@ pub async fn update(conn: &mut AnyConnection, name: &str, spec: &CheckSpec, acto
         },
     )
     .await?;
+    audit_non_public_grants(conn, actor, &spec.name, &before.spec.allow, &spec.allow).await?;
     Ok(after)
+}
+
+/// A grant that opens a check to non-public addresses (loopback, private,
+/// link-local...) gets an audit entry of its own, `check.grant`, so that
+/// who opened what stands out from routine edits. Only new grants count.
+async fn audit_non_public_grants(
+    conn: &mut AnyConnection,
+    actor: &str,
+    name: &str,
+    before: &[String],
+    after: &[String],
+) -> Result<()> {
+    let granted: Vec<serde_json::Value> = after
+        .iter()
+        .filter(|entry| !before.contains(entry))
+        .filter_map(|entry| match entry.parse::<tocsin_runtime::Grant>() {
+            Ok(tocsin_runtime::Grant::Net(net)) => tocsin_runtime::reaches_non_public(&net)
+                .map(|why| serde_json::json!({"allow": entry, "reaches": why.to_string()})),
+            _ => None,
+        })
+        .collect();
+    if granted.is_empty() {
+        return Ok(());
+    }
+    // The check's own entry is already in the change feed: this one is
+    // the trail's alone.
+    let change = Change {
+        actor,
+        action: "check.grant",
+        kind: "check",
+        name,
+        before: None,
+        after: Some(serde_json::json!({ "non_public": granted })),
+    };
+    audit::insert(conn, change).await
 }
 
 pub async fn set_paused(conn: &mut AnyConnection, name: &str, paused: bool, actor: &str) -> Result<Check> {

@@ -76,6 +76,9 @@ pub async fn page(
             ))
         })?;
         let bytes = plugin_sha(&entry.kind, entry.body.as_ref()).and_then(|sha| wasm.get(&sha));
+        if let Some(schema) = entry.body.as_ref().and_then(|body| body.get("config_schema")) {
+            crate::redact::learn(schema);
+        }
         table.import(&mut tx, &entry.name, entry.body.as_ref(), bytes.map(Vec::as_slice)).await?;
         feed::insert(&mut tx, entry).await?;
         let actor = format!("{} (via {source})", entry.actor);

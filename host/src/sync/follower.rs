@@ -6,6 +6,7 @@
 //! position it read from). Each applied entry is logged at `info` with its
 //! seq, kind, name and lag: the verbose sync log.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ use utoipa::ToSchema;
 
 use super::apply::{self, Snapshot, Wasm};
 use super::feed::Entry;
+use super::peers::SyncStatus;
 use super::site::{Role, Site};
-use super::{SiteWatch, SyncConfig};
+use super::{SiteWatch, SyncConfig, proof};
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::model::now_ms;
 use crate::store::{self, Db, StoreError};
@@ -58,31 +61,45 @@ pub enum SourceError {
     Diverged(String),
     #[error("the source refused: HTTP {status} {message}")]
     Refused { status: u16, message: String },
+    #[error("{0} did not prove it holds this deployment's sync peer secret: it gets no sync token")]
+    Unproven(String),
     #[error("{0}")]
     Local(#[from] StoreError),
 }
 
-/// Another site's API, as a follower (or a peer) calls it.
+/// Another site's API, as a follower (or a peer) calls it. With a peer
+/// secret, the source must prove it holds it (a signed status) before any
+/// request carries the token.
 pub struct Source {
     pub url: String,
     token: Option<String>,
+    secret: Option<Secret>,
+    proven: AtomicBool,
     http: reqwest::Client,
 }
 
 impl Source {
-    pub fn new(url: &str, token: Option<String>) -> Source {
+    pub fn new(url: &str, token: Option<String>, secret: Option<Secret>) -> Source {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(WAIT + Duration::from_secs(20))
             .user_agent(concat!("tocsin-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client with rustls builds");
-        Source { url: url.trim_end_matches('/').to_string(), token, http }
+        Source { url: url.trim_end_matches('/').to_string(), token, secret, proven: AtomicBool::new(false), http }
     }
 
+    /// A request with the token, once the source proved itself.
     async fn get(&self, path: &str, timeout: Duration) -> Result<reqwest::Response, SourceError> {
+        if self.token.is_some() && self.secret.is_some() && !self.proven.load(Ordering::Relaxed) {
+            self.proven_status().await?;
+        }
+        self.send(path, timeout, self.token.as_deref()).await
+    }
+
+    async fn send(&self, path: &str, timeout: Duration, token: Option<&str>) -> Result<reqwest::Response, SourceError> {
         let mut request = self.http.get(format!("{}{path}", self.url)).timeout(timeout);
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request
@@ -103,15 +120,29 @@ impl Source {
     }
 
     async fn json<T: serde::de::DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, SourceError> {
-        self.get(path, timeout)
-            .await?
-            .json()
-            .await
-            .map_err(|e| SourceError::Unreachable(format!("{}: unreadable answer: {e}", self.url)))
+        Self::read(self.get(path, timeout).await?, &self.url).await
     }
 
-    pub async fn status(&self) -> Result<super::peers::SyncStatus, SourceError> {
-        self.json("/api/v1/sync/status", Duration::from_secs(2)).await
+    async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response, url: &str) -> Result<T, SourceError> {
+        response.json().await.map_err(|e| SourceError::Unreachable(format!("{url}: unreadable answer: {e}")))
+    }
+
+    /// The source's standing, signed for a fresh challenge with the peer
+    /// secret (never with the token): what a peer's epoch is taken from.
+    pub async fn proven_status(&self) -> Result<SyncStatus, SourceError> {
+        let Some(secret) = &self.secret else {
+            return Err(SourceError::Unproven(format!("{} (this site has no peer secret to check it with)", self.url)));
+        };
+        let challenge = proof::challenge();
+        let response = self.send(&format!("/api/v1/sync/status?challenge={challenge}"), Duration::from_secs(2), None).await?;
+        let status: SyncStatus = Self::read(response, &self.url).await?;
+        match &status.proof {
+            Some(signed) if proof::verify(secret, &challenge, &status.site, signed) => {
+                self.proven.store(true, Ordering::Relaxed);
+                Ok(status)
+            }
+            _ => Err(SourceError::Unproven(self.url.clone())),
+        }
     }
 
     pub async fn feed(&self, after: (i64, &str), wait: Duration) -> Result<FeedPage, SourceError> {
@@ -202,7 +233,7 @@ impl Follower {
             // One client (and its connections) per source, not per poll.
             if client.as_ref().is_none_or(|c: &Source| c.url != source.trim_end_matches('/')) {
                 let token = self.config.token.as_ref().map(|t| t.expose().to_string());
-                client = Some(Source::new(&source, token));
+                client = Some(Source::new(&source, token, self.config.peer_secret.clone()));
             }
             let Some(source) = client.as_ref() else { continue };
             let outcome = tokio::select! {

@@ -17,6 +17,10 @@
 //! sync recover` resets it to the source's state with a report of what it
 //! discarded ([`apply::recover`]).
 //!
+//! Sites prove to each other who they are ([`proof`]): a site steps down
+//! only for a peer that proved it holds the deployment's peer secret, and
+//! sends its sync token only to a source that did.
+//!
 //! A passive site refuses changes twice: the API answers 503 before a
 //! handler runs (so clients and nodes try the next server), and the feed's
 //! capture refuses inside the change's transaction (so a change racing a
@@ -27,6 +31,7 @@ pub mod entities;
 pub mod feed;
 pub mod follower;
 pub mod peers;
+pub mod proof;
 pub mod site;
 
 use std::sync::Arc;
@@ -54,6 +59,10 @@ pub struct SyncConfig {
     /// passive.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// A secret the sites of this deployment share: a peer's epoch counts,
+    /// and a source gets this site's sync token, only once it proved it
+    /// holds the same ([`proof`]).
+    pub peer_secret: Option<Secret>,
     /// Addresses that may read this site's feed (none by default).
     #[serde(default, deserialize_with = "nets")]
     pub allow: Vec<IpNet>,

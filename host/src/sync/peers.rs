@@ -2,7 +2,8 @@
 //! sites: an active site that hears a peer active with a newer epoch steps
 //! down and follows it. That is how an old primary coming back after a
 //! promotion stays passive: it is not ready (`/readyz`) until it has asked
-//! its peers once.
+//! its peers once. Only a peer that proved it holds the deployment's peer
+//! secret is heard ([`super::proof`]).
 
 use std::time::Duration;
 
@@ -10,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use super::follower::{FollowState, Source};
+use super::follower::{FollowState, Source, SourceError};
 use super::site::{self, Role, Site};
 use super::{SiteWatch, SyncConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::store::Db;
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -28,6 +29,10 @@ pub struct SyncStatus {
     pub ready: bool,
     /// How following goes, on a passive site.
     pub following: Option<FollowState>,
+    /// With `?challenge=`: the proof that this site holds the deployment's
+    /// peer secret (absent when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 pub async fn run(
@@ -37,7 +42,13 @@ pub async fn run(
     metrics: std::sync::Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let peers: Vec<Source> = config.peers.iter().map(|url| Source::new(url, None)).collect();
+    let peers: Vec<Source> =
+        config.peers.iter().map(|url| Source::new(url, None, config.peer_secret.clone())).collect();
+    if !peers.is_empty() && config.peer_secret.is_none() {
+        tracing::error!(peers = ?config.peers,
+            "sync peers are configured without a peer secret (TOCSIN_SYNC_PEER_SECRET): their epochs cannot be \
+             trusted, so this site will not step down for any of them");
+    }
     let mut asked = tokio::time::Instant::now() - ASK_PEERS;
     loop {
         match site.refresh(&db).await {
@@ -47,7 +58,9 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "reading the site row failed"),
         }
         if !peers.is_empty() && asked.elapsed() >= ASK_PEERS {
-            ask_peers(&db, &site, &peers).await;
+            if config.peer_secret.is_some() {
+                ask_peers(&db, &site, &peers, &metrics).await;
+            }
             site.set_peers_heard();
             asked = tokio::time::Instant::now();
         }
@@ -58,11 +71,16 @@ pub async fn run(
     }
 }
 
-async fn ask_peers(db: &Db, site: &SiteWatch, peers: &[Source]) {
-    let answers = futures::future::join_all(peers.iter().map(|p| p.status())).await;
+async fn ask_peers(db: &Db, site: &SiteWatch, peers: &[Source], metrics: &Metrics) {
+    let answers = futures::future::join_all(peers.iter().map(|p| p.proven_status())).await;
     for (peer, answer) in peers.iter().zip(answers) {
         let theirs = match answer {
             Ok(status) => status.site,
+            Err(e @ SourceError::Unproven(_)) => {
+                tracing::warn!(peer = %peer.url, error = %e, "a peer site's answer is not proven: its epoch is ignored");
+                metrics.auth_failures.get_or_create(&ReasonLabels { reason: "sync_peer".into() }).inc();
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(peer = %peer.url, error = %e, "a peer site does not answer");
                 continue;

@@ -23,6 +23,13 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Passive => "passive",
+        }
+    }
+
     fn parse(text: &str) -> Result<Role> {
         match text {
             "active" => Ok(Role::Active),

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Form, Path};
 use axum::http::StatusCode;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use serde_json::{Value, json};
 
 /// One request: the resource (`Calls`, `Messages`) and its form fields.
@@ -25,7 +28,34 @@ impl Received {
         let end = start + twiml[start..].find('"').expect("a closing quote");
         twiml[start..end].replace("&amp;", "&")
     }
+
+    /// The key press Twilio posts to [`Received::callback`]: the form body
+    /// and its `X-Twilio-Signature`, made as Twilio makes it (Base64 of
+    /// HMAC-SHA1 keyed by the auth token, over the URL and then each field's
+    /// name and value, sorted by name).
+    pub fn key_press(&self, digits: &str) -> (String, String) {
+        let mut fields = vec![
+            ("AccountSid".to_string(), ACCOUNT_SID.to_string()),
+            ("CallSid".to_string(), "CA0001".to_string()),
+            ("Digits".to_string(), digits.to_string()),
+            ("From".to_string(), self.form.get("To").cloned().unwrap_or_default()),
+        ];
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&fields).finish();
+        fields.sort();
+        let mut mac = Hmac::<Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).expect("any key length");
+        mac.update(self.callback().as_bytes());
+        for (name, value) in &fields {
+            mac.update(name.as_bytes());
+            mac.update(value.as_bytes());
+        }
+        (body, base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    }
 }
+
+/// The fake account's SID, in [`FakeTwilio::gateway`]'s config.
+pub const ACCOUNT_SID: &str = "AC123";
+/// The fake account's auth token, in [`FakeTwilio::gateway`]'s config.
+pub const AUTH_TOKEN: &str = "secret-token";
 
 #[derive(Clone)]
 pub struct FakeTwilio {
@@ -82,6 +112,6 @@ impl FakeTwilio {
     /// A Tocsin gateway of the `twilio` plugin pointed at this fake.
     pub fn gateway(&self, name: &str) -> Value {
         json!({"name": name, "plugin": "twilio", "timeout": "5s",
-               "config": {"account_sid": "AC123", "auth_token": "secret-token", "from": "+15550000", "api_base": self.url}})
+               "config": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+15550000", "api_base": self.url}})
     }
 }

@@ -185,6 +185,7 @@ pub(crate) struct NetShared {
     pub resolver: TokioResolver,
     pub tls: tls::TlsConfigs,
     pub node_grants: Vec<Grant>,
+    pub forbidden: Vec<SocketAddr>,
     pub user_agent: String,
     pub max_body_bytes: usize,
 }
@@ -195,6 +196,7 @@ impl NetShared {
             resolver: dns::system_resolver(),
             tls: tls::TlsConfigs::load(&config.extra_roots)?,
             node_grants: config.allow.clone(),
+            forbidden: config.forbidden.clone(),
             user_agent: config.user_agent.clone(),
             max_body_bytes,
         })
@@ -238,6 +240,12 @@ impl NetSession {
 
     /// Checks that an address may be contacted.
     pub fn authorize_address(&mut self, host: &str, ip: IpAddr, port: u16) -> Result<(), NetError> {
+        if forbidden(&self.shared.forbidden, ip, port) {
+            return Err(self.refuse(format!(
+                "{}: the controller's own listener, which no check may reach whatever it is granted",
+                display_dest(&ip.to_string(), port)
+            )));
+        }
         if self.grants.address_granted(ip, &self.shared.node_grants) {
             return Ok(());
         }
@@ -292,6 +300,16 @@ impl NetSession {
             _ => Ok((allowed, dns_ms)),
         }
     }
+}
+
+/// Whether `ip:port` is one of the `forbidden` listeners (a listener on an
+/// unspecified address is reached through loopback or that address too).
+fn forbidden(forbidden: &[SocketAddr], ip: IpAddr, port: u16) -> bool {
+    let ip = ip.to_canonical();
+    forbidden.iter().any(|listener| {
+        let on = listener.ip().to_canonical();
+        listener.port() == port && (on == ip || (on.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+    })
 }
 
 fn display_dest(host: &str, port: u16) -> String {
@@ -349,6 +367,19 @@ mod tests {
         assert_eq!(target_host("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
         assert_eq!(target_host("example.com").as_deref(), Some("example.com"));
         assert_eq!(target_host("::1").as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn the_controllers_own_listeners_are_forbidden() {
+        let on = |addr: &str| vec![addr.parse::<SocketAddr>().unwrap()];
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(forbidden(&on("127.0.0.1:7400"), ip("127.0.0.1"), 7400));
+        assert!(forbidden(&on("127.0.0.1:7400"), ip("::ffff:127.0.0.1"), 7400), "the same address, mapped");
+        assert!(!forbidden(&on("127.0.0.1:7400"), ip("127.0.0.1"), 7401), "another port");
+        assert!(forbidden(&on("0.0.0.0:7400"), ip("127.0.0.2"), 7400), "any loopback, for a wildcard listener");
+        assert!(forbidden(&on("[::]:7400"), ip("::1"), 7400));
+        assert!(forbidden(&on("10.1.2.3:7400"), ip("10.1.2.3"), 7400));
+        assert!(!forbidden(&on("10.1.2.3:7400"), ip("10.1.2.4"), 7400));
     }
 
     #[test]
