@@ -212,10 +212,7 @@ mod tests {
             "pager_pin": {"type": "string", "writeOnly": true},
             "region": {"type": "string"},
             "nested": {"type": "object", "properties": {"passphrase_x": {"type": "string", "writeOnly": true}}}}}));
-        assert_eq!(
-            redact(&config),
-            json!({"pager_pin": "***", "nested": {"passphrase_x": "***"}, "region": "eu"})
-        );
+        assert_eq!(redact(&config), json!({"pager_pin": "***", "nested": {"passphrase_x": "***"}, "region": "eu"}));
     }
 
     #[test]

@@ -108,7 +108,11 @@ async fn an_escalation_runs_until_someone_accepts_by_key_press(backend: Backend)
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
         assert!(response.text().await.unwrap().contains("not signed by Twilio"), "{what}");
     }
-    assert_eq!(app.get(&format!("/api/v1/incidents/{id}")).await["state"], "open", "a forged key press changed nothing");
+    assert_eq!(
+        app.get(&format!("/api/v1/incidents/{id}")).await["state"],
+        "triggered",
+        "a forged key press changed nothing"
+    );
     // Her key press arrives twice at once (a retried callback), both having
     // read the unanswered notification: one applies, the other is told.
     #[cfg(feature = "testing")]

@@ -790,9 +790,8 @@ async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Back
     // The levers are pulled with a watchdog token, as a watchdog does.
     let (_, made) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "w1", "role": "watchdog"}))).await;
     let watchdog = made["token"].as_str().unwrap().to_string();
-    let as_watchdog = async |method: Method, path: &str, body: Option<Value>| {
-        app.raw(method, path, Some(&watchdog), body).await
-    };
+    let as_watchdog =
+        async |method: Method, path: &str, body: Option<Value>| app.raw(method, path, Some(&watchdog), body).await;
 
     // The lease, revoked with the epoch the watchdog saw, to a healthy
     // controller (here the same one, which takes it up afresh), once the
@@ -819,7 +818,11 @@ async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Back
     assert_eq!(status, StatusCode::CREATED);
     // Opening a check to loopback stands out in the audit trail.
     let audit = app.get("/api/v1/audit?limit=2").await;
-    assert_eq!((audit[0]["action"].as_str(), audit[0]["object_name"].as_str()), (Some("check.grant"), Some("web")), "{audit}");
+    assert_eq!(
+        (audit[0]["action"].as_str(), audit[0]["object_name"].as_str()),
+        (Some("check.grant"), Some("web")),
+        "{audit}"
+    );
     assert_eq!(audit[0]["after"]["non_public"][0]["allow"], "127.0.0.1", "{audit}");
 
     app.wait_until(Duration::from_secs(20), async || app.get("/api/v1/checks/web").await["status"] == "up").await;
@@ -850,7 +853,11 @@ async fn check_changes_reach_the_node_and_the_watchdog_levers_work(backend: Back
         ("another config", Method::POST, "/api/v1/checks", reconfigured),
     ] {
         let (status, body) = as_watchdog(method, path, Some(body)).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("not_a_canary")), "{what}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("not_a_canary")),
+            "{what}: {body}"
+        );
     }
     let (status, body) = as_watchdog(Method::DELETE, "/api/v1/checks/web", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

@@ -79,15 +79,8 @@ fn kinds(detail: &Value, kind: &str) -> usize {
 /// is said back.
 fn press(call: &Received, digits: &str) -> String {
     let (form, signature) = call.key_press(digits);
-    let (said, code) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("X-Twilio-Signature: {signature}"),
-        "--data",
-        &form,
-        &call.callback(),
-    ]);
+    let (said, code) =
+        curl(&["-X", "POST", "-H", &format!("X-Twilio-Signature: {signature}"), "--data", &form, &call.callback()]);
     assert_eq!(code, "200", "{said}");
     said
 }

@@ -330,7 +330,8 @@ fn scoped_tokens_do_their_one_job() {
     tokio::runtime::Runtime::new().unwrap().block_on(async move {
         let admin = Api::new(&url, &server.token);
         let probed = target(Duration::ZERO);
-        let web = json!({"name": "web", "plugin": "http", "target": probed.url, "interval": "10s", "allow": ["127.0.0.1"]});
+        let web =
+            json!({"name": "web", "plugin": "http", "target": probed.url, "interval": "10s", "allow": ["127.0.0.1"]});
         admin.ok(Method::POST, "/api/v1/checks", Some(web.clone())).await;
         let alerts = Api::new(&url, &token(&admin, "alerts").await);
         let watchdog = Api::new(&url, &token(&admin, "watchdog").await);
@@ -349,7 +350,13 @@ fn scoped_tokens_do_their_one_job() {
             ("watchdog", &watchdog, Method::DELETE, "/api/v1/checks/web", None),
             ("watchdog", &watchdog, Method::POST, "/api/v1/tokens", Some(json!({"name": "x", "role": "admin"}))),
             ("watchdog", &watchdog, Method::DELETE, "/api/v1/gateways/x", None),
-            ("watchdog", &watchdog, Method::POST, "/api/v1/alerts", Some(json!({"source": "w", "key": "k", "summary": "s"}))),
+            (
+                "watchdog",
+                &watchdog,
+                Method::POST,
+                "/api/v1/alerts",
+                Some(json!({"source": "w", "key": "k", "summary": "s"})),
+            ),
         ] {
             let (status, answer) = api.call(method.clone(), path, body).await;
             assert_eq!(status, 403, "{who}: {method} {path}: {answer}");

@@ -417,11 +417,16 @@ async fn a_forged_peer_neither_demotes_a_site_nor_learns_its_token() {
         &["--sync-peer", &forger_url, "--sync-token", sync_token],
     );
     let api = Api::new(&primary.url, &primary.token);
-    let asked = || seen.lock().unwrap().iter().filter(|(uri, _)| uri.contains("/api/v1/sync/status?challenge=")).count();
+    let asked =
+        || seen.lock().unwrap().iter().filter(|(uri, _)| uri.contains("/api/v1/sync/status?challenge=")).count();
     eventually("the site asked the forger three times", Duration::from_secs(30), || async { asked() >= 3 }).await;
 
     let status = api.status().await;
-    assert_eq!((status["site"]["role"].as_str(), status["site"]["epoch"].as_i64()), (Some("active"), Some(1)), "{status}");
+    assert_eq!(
+        (status["site"]["role"].as_str(), status["site"]["epoch"].as_i64()),
+        (Some("active"), Some(1)),
+        "{status}"
+    );
     assert_eq!(status["ready"], true, "{status}");
     let head = api.head().await;
     change(&api, 0).await;

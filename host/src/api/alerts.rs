@@ -108,10 +108,7 @@ async fn apply(state: &AppState, alerts: &[Alert]) -> Result<Vec<AlertOutcome>, 
 /// Raise (or resolve) an alert.
 #[utoipa::path(post, path = "/api/v1/alerts", tag = "incidents", request_body = Alert,
     responses((status = 200, description = "Applied", body = AlertOutcome), (status = 400, description = "Refused: the error names what is wrong", body = ErrorBody)))]
-async fn post_alert(
-    State(state): Shared,
-    Body(alert): Body<Alert>,
-) -> Result<axum::Json<AlertOutcome>, ApiError> {
+async fn post_alert(State(state): Shared, Body(alert): Body<Alert>) -> Result<axum::Json<AlertOutcome>, ApiError> {
     validate(&alert)?;
     let mut outcomes = apply(&state, std::slice::from_ref(&alert)).await?;
     Ok(axum::Json(outcomes.remove(0)))

@@ -107,7 +107,8 @@ pub(super) fn authorize_watchdog(caller: &Caller, spec: &CheckSpec, stored_as: O
     if let Some(key) = spec.config.as_object().into_iter().flat_map(|c| c.keys()).find(|k| *k != "context_headers") {
         return refuse(format!("config: a canary sets only context_headers; {key:?} needs an editor token"));
     }
-    let host = url::Url::parse(&spec.target).ok().and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
+    let host =
+        url::Url::parse(&spec.target).ok().and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
     if let Some(entry) = spec.allow.iter().find(|entry| Some(entry.as_str()) != host.as_deref()) {
         return refuse(format!(
             "allow: a canary may grant only the host of its own target ({}), not {entry:?}",
@@ -253,10 +254,7 @@ pub struct CheckList {
 
 #[utoipa::path(get, path = "/api/v1/checks", tag = "checks", params(ListQuery),
     responses((status = 200, description = "OK", body = CheckList), (status = 400, description = "Refused: the error names what is wrong", body = ErrorBody), (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody)))]
-async fn list_checks(
-    State(state): Shared,
-    Params(q): Params<ListQuery>,
-) -> Result<axum::Json<CheckList>, ApiError> {
+async fn list_checks(State(state): Shared, Params(q): Params<ListQuery>) -> Result<axum::Json<CheckList>, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(CheckStatus::parse(s).ok_or_else(|| {
@@ -297,10 +295,7 @@ async fn create_check(
 
 #[utoipa::path(get, path = "/api/v1/checks/{name}", tag = "checks", params(("name" = String, Path)),
     responses((status = 200, description = "OK", body = Check), (status = 404, description = "Not found", body = ErrorBody)))]
-async fn get_check(
-    State(state): Shared,
-    Path(name): Path<String>,
-) -> Result<axum::Json<Check>, ApiError> {
+async fn get_check(State(state): Shared, Path(name): Path<String>) -> Result<axum::Json<Check>, ApiError> {
     Ok(axum::Json(shown(store::checks::get(&state.db, &name).await?)))
 }
 

@@ -141,10 +141,7 @@ pub struct IncidentDetail {
 
 #[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", params(("id" = i64, Path)),
     responses((status = 200, description = "OK", body = IncidentDetail), (status = 404, description = "Not found", body = ErrorBody)))]
-async fn show_incident(
-    State(state): Shared,
-    Path(id): Path<i64>,
-) -> Result<axum::Json<IncidentDetail>, ApiError> {
+async fn show_incident(State(state): Shared, Path(id): Path<i64>) -> Result<axum::Json<IncidentDetail>, ApiError> {
     let row = load_row(&state.db, id).await?;
     let check = row.check_id;
     let incident = row.into_incident();

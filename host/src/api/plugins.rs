@@ -144,10 +144,7 @@ async fn list_plugins(State(state): Shared) -> Result<axum::Json<Vec<PluginRecor
 /// All versions of a plugin.
 #[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path)),
     responses((status = 200, description = "OK", body = Vec<PluginRecord>), (status = 404, description = "Not found", body = ErrorBody)))]
-async fn get_plugin(
-    State(state): Shared,
-    Path(name): Path<String>,
-) -> Result<axum::Json<Vec<PluginRecord>>, ApiError> {
+async fn get_plugin(State(state): Shared, Path(name): Path<String>) -> Result<axum::Json<Vec<PluginRecord>>, ApiError> {
     Ok(axum::Json(state.catalog.versions(&state.db, &name).await?))
 }
 

@@ -21,8 +21,8 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState, Path, Shared};
 use crate::alerting::links::{Action, LinkError};
 use crate::alerting::model::Gateway;
-use crate::alerting::{directory, twilio};
 use crate::alerting::respond::{self, Answer, RespondError};
+use crate::alerting::{directory, twilio};
 use crate::model::now_ms;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -171,9 +171,17 @@ async fn twilio_callback(
     match auth_tokens(&state, field("AccountSid")).await {
         Ok(tokens) if signature.is_some_and(|s| tokens.iter().any(|t| twilio::verify(t, &url, &fields, s))) => {}
         Ok(tokens) => {
-            tracing::warn!(notification = claim.notification, signed = signature.is_some(), account_known = !tokens.is_empty(),
-                "a key-press callback without a valid Twilio signature: refused");
-            state.metrics.auth_failures.get_or_create(&crate::metrics::ReasonLabels { reason: "twilio_signature".into() }).inc();
+            tracing::warn!(
+                notification = claim.notification,
+                signed = signature.is_some(),
+                account_known = !tokens.is_empty(),
+                "a key-press callback without a valid Twilio signature: refused"
+            );
+            state
+                .metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::ReasonLabels { reason: "twilio_signature".into() })
+                .inc();
             return twiml(StatusCode::FORBIDDEN, "This request is not signed by Twilio.");
         }
         Err(e) => {

@@ -82,7 +82,10 @@ async fn status(State(state): Shared, Params(query): Params<StatusQuery>) -> Res
     if let Some(challenge) = &query.challenge
         && !proof::is_challenge(challenge)
     {
-        return Err(ApiError::bad_request("invalid_challenge", "challenge: use 16 to 128 of A-Z, a-z, 0-9, `-` and `_`"));
+        return Err(ApiError::bad_request(
+            "invalid_challenge",
+            "challenge: use 16 to 128 of A-Z, a-z, 0-9, `-` and `_`",
+        ));
     }
     let site = site::load(&state.db).await?;
     let following = (site.role == crate::sync::Role::Passive)

@@ -383,7 +383,11 @@ pub enum TokenCommand {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("{s:?}: use viewer, editor or admin, or a scoped role: node (probe nodes), alerts (alert sources), watchdog"))
+    Role::parse(s).ok_or_else(|| {
+        format!(
+            "{s:?}: use viewer, editor or admin, or a scoped role: node (probe nodes), alerts (alert sources), watchdog"
+        )
+    })
 }
 
 fn token_rows(tokens: &[TokenInfo]) -> Vec<Vec<String>> {

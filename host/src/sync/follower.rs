@@ -134,7 +134,8 @@ impl Source {
             return Err(SourceError::Unproven(format!("{} (this site has no peer secret to check it with)", self.url)));
         };
         let challenge = proof::challenge();
-        let response = self.send(&format!("/api/v1/sync/status?challenge={challenge}"), Duration::from_secs(2), None).await?;
+        let response =
+            self.send(&format!("/api/v1/sync/status?challenge={challenge}"), Duration::from_secs(2), None).await?;
         let status: SyncStatus = Self::read(response, &self.url).await?;
         match &status.proof {
             Some(signed) if proof::verify(secret, &challenge, &status.site, signed) => {

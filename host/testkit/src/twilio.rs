@@ -10,8 +10,8 @@ use axum::extract::{Form, Path};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use sha1::Sha1;
 use serde_json::{Value, json};
+use sha1::Sha1;
 
 /// One request: the resource (`Calls`, `Messages`) and its form fields.
 #[derive(Clone, Debug)]
