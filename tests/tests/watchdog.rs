@@ -390,12 +390,17 @@ fn get_status(base: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
 }
 
 fn scrape(w: &WatchdogProc) -> String {
-    let out = std::process::Command::new("curl").args(["-s", "--max-time", "5", &format!("{}/metrics", w.url)]).output();
+    let out =
+        std::process::Command::new("curl").args(["-s", "--max-time", "5", &format!("{}/metrics", w.url)]).output();
     String::from_utf8_lossy(&out.expect("curl").stdout).into_owned()
 }
 
 /// A watchdog alone with a controller that does not answer, and `peers`.
-fn watching_a_dead_controller(dir: &std::path::Path, peers: Vec<String>, alarm_url: Option<&str>) -> (WatchdogProc, String) {
+fn watching_a_dead_controller(
+    dir: &std::path::Path,
+    peers: Vec<String>,
+    alarm_url: Option<&str>,
+) -> (WatchdogProc, String) {
     let dead = format!("http://127.0.0.1:{}", tocsin_testkit::free_port());
     let w = watchdog(
         dir,
@@ -426,7 +431,8 @@ fn a_forged_peer_view_named_0_does_not_silence_the_alarms() {
         let view = serde_json::json!({"watchdog": "0", "at": now_ms(), "components": [], "motions": []});
         (200, vec![], view.to_string())
     });
-    let (w, controller) = watching_a_dead_controller(&dir.path().join("w1"), vec![forged.url.clone()], Some(&alarms.url));
+    let (w, controller) =
+        watching_a_dead_controller(&dir.path().join("w1"), vec![forged.url.clone()], Some(&alarms.url));
     let asked = || forged.asked.load(std::sync::atomic::Ordering::SeqCst);
     wait_until("the watchdog asks the impostor and sees the controller down", Duration::from_secs(30), || {
         asked() >= 3 && w.health(&controller) == "down"
@@ -490,7 +496,11 @@ fn forged_canary_hits_do_not_revoke_a_healthy_lease() {
     while Instant::now() < flood_until {
         for path in ["/canary/w1/eu/0", "/canary/w1/eu/1", "/canary/w1/elsewhere/1", "/canary/w1/eu/99999999999999"] {
             for _ in 0..5 {
-                get_status(&base, path, &[("X-Tocsin-Location", "eu"), ("X-Tocsin-Canary", "00000000000000000000000000000000")]);
+                get_status(
+                    &base,
+                    path,
+                    &[("X-Tocsin-Location", "eu"), ("X-Tocsin-Canary", "00000000000000000000000000000000")],
+                );
                 forged += 1;
             }
         }
@@ -533,16 +543,22 @@ fn the_status_page_is_rendered_once_per_round_however_often_it_is_read() {
         (metric(&text, "tocsin_watchdog_page_renders_total"), metric(&text, "tocsin_watchdog_round_seconds_count"))
     };
     let (renders_before, rounds_before) = counts();
-    let requests = 200;
-    for i in 0..requests {
-        let path = if i % 2 == 0 { "/" } else { "/api/v1/status" };
-        assert_eq!(get_status(&w.url, path, &[]), 200, "{path}");
+    // Requests for at least three rounds.
+    let mut requests = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests < 200 || counts().1 < rounds_before + 3.0 {
+        assert!(Instant::now() < deadline, "three rounds did not pass within 30s");
+        for path in ["/", "/api/v1/status"] {
+            assert_eq!(get_status(&w.url, path, &[]), 200, "{path}");
+            requests += 1;
+        }
     }
     let (renders_after, rounds_after) = counts();
     let renders = renders_after - renders_before;
     let rounds = rounds_after - rounds_before;
     eprintln!("{requests} requests over {rounds} rounds: {renders} renders");
     assert!(renders <= rounds + 1.0, "{requests} requests over {rounds} rounds rendered the page {renders} times");
+    assert!(renders >= rounds - 1.0, "each round renders the page: {renders} renders in {rounds} rounds");
     // The page still follows the rounds.
     let generated = |w: &WatchdogProc| w.status()["generated_at"].as_str().unwrap_or_default().to_string();
     let first = generated(&w);

@@ -118,7 +118,9 @@ impl Inner {
             return Ok(current);
         }
         match (&nonces.previous, self.previous) {
-            (Some(previous), Some(generation)) if at - set_at <= self.deadline && same(nonce, previous) => Ok(generation),
+            (Some(previous), Some(generation)) if at - set_at <= self.deadline && same(nonce, previous) => {
+                Ok(generation)
+            }
             _ => Err(HitRefused::WrongNonce),
         }
     }
