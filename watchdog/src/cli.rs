@@ -149,7 +149,9 @@ async fn run(config: Config, peer_secret: Option<PeerSecret>, notifier: crate::n
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         state,
-        view: RwLock::default(),
+        // Named from the start: a peer asking before the first round gets
+        // this watchdog's name (with no judgement yet), not a nameless view.
+        view: RwLock::new(crate::model::View { watchdog: config.name.clone(), ..Default::default() }),
         canary: Default::default(),
         metrics,
         page,
