@@ -531,6 +531,74 @@ fn forged_canary_hits_do_not_revoke_a_healthy_lease() {
     });
 }
 
+/// The scheduler wedges, and an attacker with a viewer token hits the
+/// canary target with the newest generation the API shows (and the header
+/// as shown) to make the change look delivered: the watchdog still catches
+/// the wedge and moves the lease.
+#[test]
+fn forged_canary_hits_do_not_hide_a_wedged_scheduler() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = platform(&rt);
+    let alarms = sink();
+    let w = watchdog(
+        &p.dir.path().join("w1"),
+        WatchdogSpec {
+            name: "w1",
+            port: tocsin_testkit::free_port(),
+            controllers: p.urls(),
+            token: &p.token,
+            database_url: Some(&p.db_url),
+            peers: vec![],
+            canary: vec!["eu"],
+            alarm_url: Some(&alarms.url),
+            netns: None,
+        },
+    );
+    let holder = p.holder();
+    let holder_url = p.controllers[holder].url.clone();
+    wait_until("the canary passes", Duration::from_secs(60), || w.health("canary:eu") == "up");
+    let viewer = json(&holder_url, &p.token, &["token", "create", "--role", "viewer", "--name", "attacker"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wedged = api(
+        &holder_url,
+        &p.token,
+        "PUT",
+        "/api/v1/testing/failpoints/scheduler-wedged",
+        Some(r#"{"action":"return"}"#),
+    );
+    assert_eq!(
+        wedged["action"], "return",
+        "the failpoint is set (target/debug/tocsin needs the `testing` feature): {wedged}"
+    );
+    let other_name = if holder == 0 { "c2@" } else { "c1@" };
+    wait_until("the wedged holder loses the lease despite the forged hits", Duration::from_secs(60), || {
+        let shown = api(&holder_url, &viewer, "GET", "/api/v1/checks/watchdog-w1-canary-eu", None);
+        if let Some(target) = shown["target"].as_str()
+            && let Some((base, rest)) = target.split_once("/canary/")
+        {
+            let mut headers = vec![("X-Tocsin-Location".to_string(), "eu".to_string())];
+            for (name, value) in shown["config"]["headers"].as_object().into_iter().flatten() {
+                headers.push((name.clone(), value.as_str().unwrap_or_default().to_string()));
+            }
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            for _ in 0..5 {
+                get_status(base, &format!("/canary/{rest}"), &headers);
+            }
+        }
+        lease(&holder_url, &p.token).0.starts_with(other_name)
+    });
+    let revokes = audit(&holder_url, &p.token, "lease.revoke");
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert!(revokes[0].to_string().contains("canary"), "the evidence is the canary: {}", revokes[0]);
+    assert!(alarms.first("Canary eu down").is_some(), "{:?}", alarms.titles());
+    wait_until("the real canary passes under the new holder", Duration::from_secs(30), || {
+        w.health("canary:eu") == "up"
+    });
+}
+
 /// Reading the status page does not render it: a round renders it once
 /// and every request is served the stored bytes.
 #[test]
