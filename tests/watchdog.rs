@@ -14,6 +14,10 @@ use serde_json::Value;
 
 use super::{Proc, binary};
 
+/// The peer secret every test watchdog shares (through the environment,
+/// as a deployment would pass it).
+pub const PEER_SECRET: &str = "test-peer-secret-0123456789abcdef0123456789abcdef";
+
 pub struct WatchdogProc {
     pub proc: Proc,
     pub name: String,
@@ -72,7 +76,10 @@ pub fn watchdog(dir: &Path, spec: WatchdogSpec) -> WatchdogProc {
         }
         None => Command::new(binary("tocsin-watchdog")),
     };
-    cmd.arg("--config").arg(&config).env("RUST_LOG", "info,tocsin_watchdog=debug");
+    cmd.arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info,tocsin_watchdog=debug")
+        .env("TOCSIN_WATCHDOG_PEER_SECRET", PEER_SECRET);
     let mut proc = Proc::spawn(spec.name, cmd);
     proc.wait_for("listening on http://", Duration::from_secs(60));
     WatchdogProc { proc, name: spec.name.to_string(), url: format!("http://127.0.0.1:{}", spec.port) }
@@ -153,6 +160,50 @@ impl Sink {
             .find(|(_, v)| v["title"].as_str().is_some_and(|t| t.contains(needle)))
             .map(|(at, _)| *at)
     }
+}
+
+/// Something that answers at a peer watchdog's URL: `answer` gets the
+/// request's headers and returns the status, headers and body of the
+/// answer to `GET /api/v1/view`. Counts the requests it answered.
+pub struct FakePeer {
+    pub url: String,
+    pub asked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn fake_peer<F>(answer: F) -> FakePeer
+where
+    F: Fn(&http::HeaderMap) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+{
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
+    let answer = Arc::new(answer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/api/v1/view",
+                axum::routing::get(move |headers: http::HeaderMap| {
+                    let answer = answer.clone();
+                    let counted = counted.clone();
+                    async move {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (status, extra, body) = answer(&headers);
+                        let mut response = http::Response::builder().status(status);
+                        for (name, value) in extra {
+                            response = response.header(name, value);
+                        }
+                        response.header("content-type", "application/json").body(axum::body::Body::from(body)).unwrap()
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().expect("the fake peer's address");
+    FakePeer { url: format!("http://{addr}"), asked }
 }
 
 /// Relays connections to `listen` (an address of the host side of a

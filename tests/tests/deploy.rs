@@ -577,6 +577,8 @@ fn compose_runs_a_site_the_binaries_understand() {
         let at = args.iter().position(|a| a == "--config").expect("--config");
         let path = mounted(service, &args[at + 1]);
         let config = tocsin_watchdog::config::Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Watchdogs with peers refuse to start without the peer secret: it comes from deploy/.env.
+        assert!(env_of(service).contains_key("TOCSIN_WATCHDOG_PEER_SECRET"), "{name}: no peer secret");
         watchdog_names.insert(config.name.clone());
         let hosts: BTreeSet<String> = config.controllers.iter().map(|u| u.host_str().unwrap().to_string()).collect();
         assert_eq!(hosts, controller_names.iter().map(|s| s.to_string()).collect(), "{name}: controllers");
@@ -801,16 +803,21 @@ fn helm_chart_lints_and_renders_what_the_binaries_read() {
     let watchdog_secret = secrets.iter().find(|d| component(d) == "watchdog").expect("the watchdog Secret");
     let configs = watchdog_secret["stringData"].as_object().unwrap();
     assert_eq!(configs.len(), 3, "one config per watchdog");
+    let mut peer_secrets = BTreeSet::new();
     for (file, config) in configs {
         let path = dir.path().join(file);
-        std::fs::write(&path, config.as_str().unwrap()).unwrap();
+        let config_text = config.as_str().unwrap();
+        std::fs::write(&path, config_text).unwrap();
         let config = tocsin_watchdog::config::Config::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(format!("{}.toml", config.name), *file, "each pod reads the file named after it");
         assert_eq!((config.peers.len(), config.quorum(), config.controllers.len()), (2, 2, 2), "{file}");
+        let secret = config.peer_secret(None).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(secret.is_some(), "{file}: watchdogs with peers need the peer secret");
+        let raw: toml::Value = toml::from_str(config_text).unwrap();
+        peer_secrets.insert(raw["peer_secret"].as_str().unwrap_or_default().to_string());
         assert_eq!(config.notify.len(), 1);
     }
-
-    // Without a database there is nothing to run: the chart says so.
+    assert_eq!(peer_secrets.len(), 1, "the watchdogs share one peer secret");
     let refused = helm(&json!({}));
     let error = refused["error"].as_str().unwrap_or_default();
     assert!(error.contains("secrets.databaseUrl"), "{refused}");

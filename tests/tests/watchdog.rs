@@ -147,10 +147,12 @@ fn killing_the_lease_holder_fails_over_and_raises_the_alarm() {
         lease(&other_url, &p.token).0.starts_with(other_name)
     });
     let failover = killed.elapsed();
+    // The controller's alarm: a peer started after this watchdog may have
+    // been reported down before the kill.
     wait_until("the alarm arrives through the watchdog's own gateway", Duration::from_secs(20), || {
-        alarms.first("down").is_some()
+        alarms.first("Controller").is_some()
     });
-    let alarm = alarms.first("down").unwrap() - killed;
+    let alarm = alarms.first("Controller").unwrap().saturating_duration_since(killed);
     eprintln!("controller killed: alarm after {alarm:?}, lease moved after {failover:?}");
     assert!(
         alarms.titles().iter().any(|t| t.contains("[Tocsin watchdog w1] Controller") && t.ends_with("down")),
@@ -364,4 +366,274 @@ fn a_bad_config_is_refused_at_start_with_a_clear_error() {
     let (code, err) = run(&format!("{good}[[notify]]\nname = \"x\"\nplugin = \"carrier-pigeon\"\n"));
     assert_eq!(code, Some(2));
     assert!(err.contains("no built-in notifier named \"carrier-pigeon\""), "{err}");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// One plain HTTP/1.1 GET with `headers`; the status code (0 when nothing answers).
+fn get_status(base: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use std::io::{Read, Write};
+    let authority = base.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(authority) else { return 0 };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn scrape(w: &WatchdogProc) -> String {
+    let out =
+        std::process::Command::new("curl").args(["-s", "--max-time", "5", &format!("{}/metrics", w.url)]).output();
+    String::from_utf8_lossy(&out.expect("curl").stdout).into_owned()
+}
+
+/// A watchdog alone with a controller that does not answer, and `peers`.
+fn watching_a_dead_controller(
+    dir: &std::path::Path,
+    peers: Vec<String>,
+    alarm_url: Option<&str>,
+) -> (WatchdogProc, String) {
+    let dead = format!("http://127.0.0.1:{}", tocsin_testkit::free_port());
+    let w = watchdog(
+        dir,
+        WatchdogSpec {
+            name: "w1",
+            port: tocsin_testkit::free_port(),
+            controllers: vec![dead.clone()],
+            token: "tcn_not-needed-for-a-dead-controller",
+            database_url: None,
+            peers,
+            canary: vec![],
+            alarm_url,
+            netns: None,
+        },
+    );
+    (w, format!("controller:{}", dead.trim_start_matches("http://")))
+}
+
+/// The attack of issue 13: whoever answers at a peer's URL (or is reached
+/// as one) serves an unsigned view named "0". Names order the watchdogs, so
+/// "0" would be the one that sends the alarms, and it sends none.
+#[test]
+fn a_forged_peer_view_named_0_does_not_silence_the_alarms() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let alarms = sink();
+    let forged = fake_peer(|_| {
+        let view = serde_json::json!({"watchdog": "0", "at": now_ms(), "components": [], "motions": []});
+        (200, vec![], view.to_string())
+    });
+    let (w, controller) =
+        watching_a_dead_controller(&dir.path().join("w1"), vec![forged.url.clone()], Some(&alarms.url));
+    let asked = || forged.asked.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until("the watchdog asks the impostor and sees the controller down", Duration::from_secs(30), || {
+        asked() >= 3 && w.health(&controller) == "down"
+    });
+    wait_until("the alarm arrives all the same", Duration::from_secs(20), || alarms.first("down").is_some());
+    assert!(alarms.titles().iter().any(|t| t.starts_with("[Tocsin watchdog w1] Controller")), "{:?}", alarms.titles());
+    // The forged view counted for nothing: refused, counted, logged, and
+    // its URL is a peer that does not answer.
+    let refused = metric(&scrape(&w), "tocsin_watchdog_peer_views_refused_total{reason=\"unsigned\"}");
+    assert!(refused >= 1.0, "refused views are counted: {}", scrape(&w));
+    assert!(w.proc.log().contains("peer view refused"), "and logged");
+    let impostor = format!("watchdog:{}", forged.url.trim_start_matches("http://"));
+    wait_until("the impostor's URL counts as a peer that does not answer", Duration::from_secs(10), || {
+        w.health(&impostor) == "down"
+    });
+    assert!(!w.status().to_string().contains("\"watchdog:0\""), "no watchdog named 0 anywhere");
+}
+
+/// Forged canary hits (stale generations, other locations, guessed nonces)
+/// do not make a healthy platform look wedged, which would revoke a
+/// healthy lease; the real canary keeps working. (That hits on the newest
+/// generation without its nonce do not hide a wedged scheduler is
+/// `canary::tests`: the nonce is all that counts, and viewers see it hidden.)
+#[test]
+fn forged_canary_hits_do_not_revoke_a_healthy_lease() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = platform(&rt);
+    let alarms = sink();
+    let w = watchdog(
+        &p.dir.path().join("w1"),
+        WatchdogSpec {
+            name: "w1",
+            port: tocsin_testkit::free_port(),
+            controllers: p.urls(),
+            token: &p.token,
+            database_url: Some(&p.db_url),
+            peers: vec![],
+            canary: vec!["eu"],
+            alarm_url: Some(&alarms.url),
+            netns: None,
+        },
+    );
+    let holder = p.holder();
+    let holder_url = p.controllers[holder].url.clone();
+    wait_until("the canary passes", Duration::from_secs(60), || w.health("canary:eu") == "up");
+    let (_, epoch) = lease(&holder_url, &p.token);
+    // What anyone with a viewer token learns of the canary.
+    let viewer = json(&holder_url, &p.token, &["token", "create", "--role", "viewer", "--name", "attacker"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = api(&holder_url, &viewer, "GET", "/api/v1/checks/watchdog-w1-canary-eu", None);
+    let target = shown["target"].as_str().expect("the canary check's target").to_string();
+    let base = target.split("/canary/").next().unwrap().to_string();
+
+    // Attack 1: hits of stale generations, of other locations and with
+    // guessed nonces, for longer than the deadline and a rotation.
+    let flood_until = Instant::now() + Duration::from_secs(12);
+    let mut forged = 0;
+    while Instant::now() < flood_until {
+        for path in ["/canary/w1/eu/0", "/canary/w1/eu/1", "/canary/w1/elsewhere/1", "/canary/w1/eu/99999999999999"] {
+            for _ in 0..5 {
+                get_status(
+                    &base,
+                    path,
+                    &[("X-Tocsin-Location", "eu"), ("X-Tocsin-Canary", "00000000000000000000000000000000")],
+                );
+                forged += 1;
+            }
+        }
+        assert_ne!(w.health("canary:eu"), "down", "forged hits made the canary fail: {}", w.view());
+    }
+    assert_eq!(lease(&holder_url, &p.token).1, epoch, "forged hits made the watchdog revoke a healthy lease");
+    assert!(audit(&holder_url, &p.token, "lease.revoke").is_empty());
+    assert!(alarms.first("Canary eu down").is_none(), "{:?}", alarms.titles());
+    let refused = metric(&scrape(&w), "tocsin_watchdog_canary_hits_refused_total");
+    assert!(refused >= 10.0, "forged hits are counted ({forged} sent): {refused}");
+    // The nonce travels in a header, which readers of the check see hidden.
+    let headers = shown["config"]["headers"].as_object().cloned().unwrap_or_default();
+    assert!(!headers.is_empty() && headers.values().all(|v| v == "***"), "the nonce is hidden from viewers: {shown}");
+
+    // The real canary still works: its probes keep being counted.
+    let probed = |w: &WatchdogProc| {
+        w.view()["components"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["id"] == "canary:eu"))
+            .and_then(|c| c["detail"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_until("a real probe of a newer generation arrives after the flood", Duration::from_secs(30), || {
+        w.health("canary:eu") == "up" && probed(&w).contains("the last change arrived")
+    });
+}
+
+/// The scheduler wedges, and an attacker with a viewer token hits the
+/// canary target with the newest generation the API shows (and the header
+/// as shown) to make the change look delivered: the watchdog still catches
+/// the wedge and moves the lease.
+#[test]
+fn forged_canary_hits_do_not_hide_a_wedged_scheduler() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let p = platform(&rt);
+    let alarms = sink();
+    let w = watchdog(
+        &p.dir.path().join("w1"),
+        WatchdogSpec {
+            name: "w1",
+            port: tocsin_testkit::free_port(),
+            controllers: p.urls(),
+            token: &p.token,
+            database_url: Some(&p.db_url),
+            peers: vec![],
+            canary: vec!["eu"],
+            alarm_url: Some(&alarms.url),
+            netns: None,
+        },
+    );
+    let holder = p.holder();
+    let holder_url = p.controllers[holder].url.clone();
+    wait_until("the canary passes", Duration::from_secs(60), || w.health("canary:eu") == "up");
+    let viewer = json(&holder_url, &p.token, &["token", "create", "--role", "viewer", "--name", "attacker"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wedged = api(
+        &holder_url,
+        &p.token,
+        "PUT",
+        "/api/v1/testing/failpoints/scheduler-wedged",
+        Some(r#"{"action":"return"}"#),
+    );
+    assert_eq!(
+        wedged["action"], "return",
+        "the failpoint is set (target/debug/tocsin needs the `testing` feature): {wedged}"
+    );
+    let other_name = if holder == 0 { "c2@" } else { "c1@" };
+    wait_until("the wedged holder loses the lease despite the forged hits", Duration::from_secs(60), || {
+        let shown = api(&holder_url, &viewer, "GET", "/api/v1/checks/watchdog-w1-canary-eu", None);
+        if let Some(target) = shown["target"].as_str()
+            && let Some((base, rest)) = target.split_once("/canary/")
+        {
+            let mut headers = vec![("X-Tocsin-Location".to_string(), "eu".to_string())];
+            for (name, value) in shown["config"]["headers"].as_object().into_iter().flatten() {
+                headers.push((name.clone(), value.as_str().unwrap_or_default().to_string()));
+            }
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            for _ in 0..5 {
+                get_status(base, &format!("/canary/{rest}"), &headers);
+            }
+        }
+        lease(&holder_url, &p.token).0.starts_with(other_name)
+    });
+    let revokes = audit(&holder_url, &p.token, "lease.revoke");
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert!(revokes[0].to_string().contains("canary"), "the evidence is the canary: {}", revokes[0]);
+    assert!(alarms.first("Canary eu down").is_some(), "{:?}", alarms.titles());
+    wait_until("the real canary passes under the new holder", Duration::from_secs(30), || {
+        w.health("canary:eu") == "up"
+    });
+}
+
+/// Reading the status page does not render it: a round renders it once
+/// and every request is served the stored bytes.
+#[test]
+fn the_status_page_is_rendered_once_per_round_however_often_it_is_read() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (w, controller) = watching_a_dead_controller(&dir.path().join("w1"), vec![], None);
+    wait_until("a round was recorded", Duration::from_secs(30), || !w.health(&controller).is_empty());
+    let counts = || {
+        let text = scrape(&w);
+        assert!(text.contains("tocsin_watchdog_page_renders_total"), "renders are counted: {text}");
+        (metric(&text, "tocsin_watchdog_page_renders_total"), metric(&text, "tocsin_watchdog_round_seconds_count"))
+    };
+    let (renders_before, rounds_before) = counts();
+    // Requests for at least three rounds.
+    let mut requests = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests < 200 || counts().1 < rounds_before + 3.0 {
+        assert!(Instant::now() < deadline, "three rounds did not pass within 30s");
+        for path in ["/", "/api/v1/status"] {
+            assert_eq!(get_status(&w.url, path, &[]), 200, "{path}");
+            requests += 1;
+        }
+    }
+    let (renders_after, rounds_after) = counts();
+    let renders = renders_after - renders_before;
+    let rounds = rounds_after - rounds_before;
+    eprintln!("{requests} requests over {rounds} rounds: {renders} renders");
+    assert!(renders <= rounds + 1.0, "{requests} requests over {rounds} rounds rendered the page {renders} times");
+    assert!(renders >= rounds - 1.0, "each round renders the page: {renders} renders in {rounds} rounds");
+    // The page still follows the rounds.
+    let generated = |w: &WatchdogProc| w.status()["generated_at"].as_str().unwrap_or_default().to_string();
+    let first = generated(&w);
+    wait_until("the page changes with the next round", Duration::from_secs(10), || {
+        let now = generated(&w);
+        !now.is_empty() && now != first
+    });
 }

@@ -152,13 +152,15 @@ async fn round(args: &Args, tocsin: &Path, watchdogs: bool) -> anyhow::Result<(O
             let ports: Vec<u16> = (0..2)
                 .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
                 .collect::<Result<_, _>>()?;
+            // Both watchdogs sign their views with one secret of this run.
+            let peer_secret = crate::model::fresh_nonce();
             for (i, name) in ["w1", "w2"].iter().enumerate() {
                 let config = dir.path().join(format!("{name}.toml"));
                 std::fs::write(
                     &config,
                     format!(
                         "name = {name:?}\nlisten = \"127.0.0.1:{}\"\nstate = {:?}\ncontrollers = [{:?}, {:?}]\n\
-                         token = {token:?}\npeers = [\"http://127.0.0.1:{}\"]\n\n[[notify]]\nname = \"sink\"\n\
+                         token = {token:?}\npeers = [\"http://127.0.0.1:{}\"]\npeer_secret = {peer_secret:?}\n\n[[notify]]\nname = \"sink\"\n\
                          plugin = \"webhook\"\nconfig = {{ url = {sink_url:?} }}\n",
                         ports[i],
                         dir.path().join(format!("{name}.db")),

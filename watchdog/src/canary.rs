@@ -7,15 +7,60 @@
 //! probe nodes through the scheduler. A location is healthy when a probe
 //! from it hit the newest generation within `deadline` of the change, keeps
 //! hitting, and its results come back through the API.
+//!
+//! Anyone can send a request to the canary target, so a hit counts only
+//! when it carries the nonce of its location's current generation (or of
+//! the previous one, until the deadline): 128 random bits made at each
+//! rotation per location, sent by the check in the [`CANARY_HEADER`]
+//! header. It travels the same way as the change (API, database,
+//! scheduler, node), and readers of the check see headers hidden, so no
+//! one can make a wedged scheduler look healthy by hitting the target, nor
+//! a healthy one look wedged by hitting it with old generations or for
+//! locations this watchdog never set up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::config::Canary as Settings;
-use crate::model::{Health, Millis, Observation};
+use crate::model::{Health, Millis, Observation, fresh_nonce};
 use crate::platform::{CallError, Platform};
+
+/// The header in which a probe carries its generation's nonce.
+pub const CANARY_HEADER: &str = "x-tocsin-canary";
+
+/// Why a hit counts for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitRefused {
+    /// Not a location whose canary this watchdog set up.
+    UnknownLocation,
+    /// Not the nonce of the location's current generation, nor of the
+    /// previous one within the deadline: forged, or a probe that is late.
+    WrongNonce,
+}
+
+impl HitRefused {
+    /// The metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HitRefused::UnknownLocation => "unknown_location",
+            HitRefused::WrongNonce => "wrong_nonce",
+        }
+    }
+}
+
+/// A location's nonces: of the current generation and the previous one.
+#[derive(Clone)]
+struct Nonces {
+    current: String,
+    previous: Option<String>,
+}
+
+fn same(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
 
 /// A hit on the canary target, as the probe described itself.
 #[derive(Clone, Debug)]
@@ -48,6 +93,10 @@ struct Inner {
     generation: Option<(i64, Millis)>,
     /// The generation before it (hits of it count until the deadline).
     previous: Option<i64>,
+    /// Each location's nonces; only locations set up here have any.
+    nonces: HashMap<String, Nonces>,
+    /// How long the previous generation's hits count after a rotation.
+    deadline: Millis,
     /// The newest result seen through the API, per location.
     results: HashMap<String, Millis>,
     /// When this watchdog first judged the canary: it gets a deadline to set it up.
@@ -60,16 +109,61 @@ pub fn check_name(watchdog: &str, location: &str) -> String {
     format!("watchdog-{watchdog}-canary-{location}")
 }
 
+impl Inner {
+    /// The generation a hit on `location` carrying `nonce` at `at` belongs to.
+    fn generation_of(&self, location: &str, nonce: &str, at: Millis) -> Result<i64, HitRefused> {
+        let nonces = self.nonces.get(location).ok_or(HitRefused::UnknownLocation)?;
+        let (current, set_at) = self.generation.ok_or(HitRefused::UnknownLocation)?;
+        if same(nonce, &nonces.current) {
+            return Ok(current);
+        }
+        match (&nonces.previous, self.previous) {
+            (Some(previous), Some(generation)) if at - set_at <= self.deadline && same(nonce, previous) => {
+                Ok(generation)
+            }
+            _ => Err(HitRefused::WrongNonce),
+        }
+    }
+
+    /// Makes `generation` (set at `now`) current with each location's new nonce.
+    fn advance(&mut self, generation: i64, now: Millis, nonces: HashMap<String, String>, deadline: Millis) {
+        self.last_error = None;
+        self.previous = self.generation.map(|(g, _)| g);
+        self.generation = Some((generation, now));
+        self.deadline = deadline;
+        let mut old = std::mem::take(&mut self.nonces);
+        for (location, current) in nonces {
+            let previous = old.remove(&location).map(|n| n.current);
+            self.nonces.insert(location, Nonces { current, previous });
+        }
+        for loc in self.locations.values_mut() {
+            loc.first_of_generation = None;
+        }
+    }
+}
+
 impl Canary {
-    pub fn record_hit(&self, location: &str, hit: Hit) {
+    /// Records a probe's hit on `location` carrying `nonce`, if it proves a
+    /// generation this watchdog set up.
+    pub fn record_hit(
+        &self,
+        location: &str,
+        nonce: &str,
+        at: Millis,
+        node: String,
+        slot: Option<Millis>,
+    ) -> Result<(), HitRefused> {
         let mut inner = self.inner.lock().expect("canary lock");
+        let generation = inner.generation_of(location, nonce, at)?;
         let current = inner.generation.map(|(g, _)| g);
+        let hit = Hit { generation, at, node, slot };
         let loc = inner.locations.entry(location.to_string()).or_default();
         if Some(hit.generation) == current && loc.newest.as_ref().is_none_or(|h| h.generation != hit.generation) {
             loc.first_of_generation = Some(hit.at);
         }
         loc.first_seen.get_or_insert(hit.at);
         loc.newest = Some(hit);
+        Ok(())
     }
 
     pub fn generation(&self) -> Option<(i64, Millis)> {
@@ -89,6 +183,7 @@ impl Canary {
     ) -> Result<(), CallError> {
         let host = url::Url::parse(public_url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
         let mut last = CallError::Transport("no controller configured".into());
+        let nonces: HashMap<String, String> = settings.locations.iter().map(|l| (l.clone(), fresh_nonce())).collect();
         'controllers: for base in controllers {
             for location in &settings.locations {
                 let name = check_name(watchdog, location);
@@ -97,7 +192,8 @@ impl Canary {
                     "description": format!("Canary of watchdog {watchdog}: proves a change reaches {location} and its results come back"),
                     "plugin": "http",
                     "target": format!("{public_url}/canary/{watchdog}/{location}/{now}"),
-                    "config": {"context_headers": true},
+                    // Readers of the check see header values hidden.
+                    "config": {"context_headers": true, "headers": {CANARY_HEADER: nonces[location]}},
                     "interval": humantime::format_duration(settings.interval).to_string(),
                     "locations": [location],
                     "tags": ["watchdog", "canary"],
@@ -113,13 +209,8 @@ impl Canary {
                     continue 'controllers;
                 }
             }
-            let mut inner = self.inner.lock().expect("canary lock");
-            inner.last_error = None;
-            inner.previous = inner.generation.map(|(g, _)| g);
-            inner.generation = Some((now, now));
-            for loc in inner.locations.values_mut() {
-                loc.first_of_generation = None;
-            }
+            let deadline = settings.deadline.as_millis() as i64;
+            self.inner.lock().expect("canary lock").advance(now, now, nonces, deadline);
             tracing::debug!(generation = now, controller = %base, "canary rotated");
             return Ok(());
         }
@@ -240,16 +331,31 @@ mod tests {
         }
     }
 
+    fn nonce(g: i64) -> String {
+        format!("nonce-of-{g}")
+    }
+
+    /// Rotates to generation `g` at time `g`, as `rotate` does once every
+    /// location's check took it.
+    fn rotate_to(c: &Canary, g: i64) {
+        let nonces = HashMap::from([("eu".to_string(), nonce(g))]);
+        c.inner.lock().unwrap().advance(g, g, nonces, settings().deadline.as_millis() as i64);
+    }
+
     fn canary_at_generation(g: i64) -> Canary {
         let c = Canary::default();
-        c.inner.lock().unwrap().generation = Some((g, g));
+        rotate_to(&c, g);
         c
+    }
+
+    fn hit(c: &Canary, g: i64, at: Millis) -> Result<(), HitRefused> {
+        c.record_hit("eu", &nonce(g), at, "n1".into(), Some(at))
     }
 
     #[test]
     fn a_location_probing_the_newest_generation_with_results_is_up() {
         let c = canary_at_generation(1_000);
-        c.record_hit("eu", Hit { generation: 1_000, at: 2_000, node: "n1".into(), slot: Some(2_000) });
+        hit(&c, 1_000, 2_000).unwrap();
         c.inner.lock().unwrap().results.insert("eu".into(), 2_000);
         let o = c.judge(&settings(), 3_000);
         assert_eq!(o[0].health, Health::Up, "{}", o[0].detail);
@@ -259,33 +365,64 @@ mod tests {
     #[test]
     fn a_change_that_never_arrives_is_caught_after_the_deadline() {
         let c = canary_at_generation(1_000);
-        c.record_hit("eu", Hit { generation: 1_000, at: 2_000, node: "n1".into(), slot: None });
+        hit(&c, 1_000, 2_000).unwrap();
         c.inner.lock().unwrap().results.insert("eu".into(), 2_000);
         // Rotated; the probes keep hitting the old generation.
-        {
-            let mut i = c.inner.lock().unwrap();
-            i.previous = Some(1_000);
-            i.generation = Some((10_000, 10_000));
-        }
+        rotate_to(&c, 10_000);
         for at in [11_000, 13_000, 15_000] {
-            c.record_hit("eu", Hit { generation: 1_000, at, node: "n1".into(), slot: None });
+            hit(&c, 1_000, at).unwrap();
             c.inner.lock().unwrap().results.insert("eu".into(), at);
         }
         assert_eq!(c.judge(&settings(), 15_500)[0].health, Health::Up, "within the deadline the old one counts");
-        c.record_hit("eu", Hit { generation: 1_000, at: 17_000, node: "n1".into(), slot: None });
+        assert_eq!(hit(&c, 1_000, 17_000), Err(HitRefused::WrongNonce), "after it, it does not");
         let o = c.judge(&settings(), 17_000);
         assert_eq!(o[0].health, Health::Down);
         assert!(o[0].detail.contains("has not reached eu"), "{}", o[0].detail);
+        assert!(c.stalled(&settings(), 17_000));
     }
 
     #[test]
     fn results_missing_from_the_api_are_caught() {
         let c = canary_at_generation(1_000);
-        c.record_hit("eu", Hit { generation: 1_000, at: 1_500, node: "n1".into(), slot: None });
-        c.record_hit("eu", Hit { generation: 1_000, at: 9_500, node: "n1".into(), slot: None });
+        hit(&c, 1_000, 1_500).unwrap();
+        hit(&c, 1_000, 9_500).unwrap();
         assert_eq!(c.judge(&settings(), 9_500)[0].health, Health::Up, "results get time to come back");
         let o = c.judge(&settings(), 10_000);
         assert_eq!(o[0].health, Health::Down);
         assert!(o[0].detail.contains("do not come back through the API"), "{}", o[0].detail);
+    }
+
+    #[test]
+    fn hits_without_the_generations_nonce_or_for_other_locations_count_for_nothing() {
+        let c = Canary::default();
+        assert_eq!(hit(&c, 1_000, 500), Err(HitRefused::UnknownLocation), "nothing set up yet");
+        rotate_to(&c, 1_000);
+        hit(&c, 1_000, 2_000).unwrap();
+        c.inner.lock().unwrap().results.insert("eu".into(), 2_000);
+        rotate_to(&c, 10_000);
+        hit(&c, 10_000, 10_500).unwrap();
+        // Forged: a guessed nonce, the URL's generation as nonce, an old
+        // generation's, another location, all flooding after the real hit.
+        for at in 11_000..11_100 {
+            assert_eq!(c.record_hit("eu", &"0".repeat(32), at, "x".into(), None), Err(HitRefused::WrongNonce));
+            assert_eq!(c.record_hit("eu", "10000", at, "x".into(), None), Err(HitRefused::WrongNonce));
+            assert_eq!(hit(&c, 0, at), Err(HitRefused::WrongNonce));
+            assert_eq!(
+                c.record_hit("elsewhere", &nonce(10_000), at, "x".into(), None),
+                Err(HitRefused::UnknownLocation)
+            );
+        }
+        c.inner.lock().unwrap().results.insert("eu".into(), 10_500);
+        let o = c.judge(&settings(), 11_200);
+        assert_eq!(o[0].health, Health::Up, "{}", o[0].detail);
+        assert!(o[0].detail.contains("probed by n1"), "{}", o[0].detail);
+        assert!(c.delivered_everywhere(&settings()) && !c.stalled(&settings(), 30_000));
+        assert!(!c.inner.lock().unwrap().locations.contains_key("elsewhere"), "unknown locations take no memory");
+        // Nothing reached a new generation: forged hits do not hide that.
+        rotate_to(&c, 20_000);
+        for at in 20_000..20_100 {
+            let _ = c.record_hit("eu", &"f".repeat(32), at, "x".into(), None);
+        }
+        assert!(c.stalled(&settings(), 26_001));
     }
 }

@@ -7,7 +7,12 @@ use std::sync::{Arc, RwLock};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use secrecy::SecretString;
+
 use crate::config::Config;
+use crate::model::now_ms;
+use crate::page::Published;
+use crate::peer_secret::PeerSecret;
 use crate::server::Shared;
 
 #[derive(Parser)]
@@ -20,6 +25,11 @@ struct Cli {
     /// The watchdog's TOML config.
     #[arg(long, short, env = "TOCSIN_WATCHDOG_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// The secret the watchdogs share (overrides `peer_secret` in the
+    /// config); prefer the environment variable to the flag, which other
+    /// users of the machine can see.
+    #[arg(long, env = "TOCSIN_WATCHDOG_PEER_SECRET", hide_env_values = true, global = true)]
+    peer_secret: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,19 +98,21 @@ pub fn main() -> ExitCode {
                     anyhow::bail!("name the config file: tocsin-watchdog --config watchdog.toml");
                 };
                 let config = Config::load(&path)?;
+                let peer_secret = config.peer_secret(cli.peer_secret.map(SecretString::from))?;
                 config.check_hosts().await?;
                 let notifier = crate::notify::Notifier::new(&config.notify).await?;
                 if matches!(command, Command::CheckConfig) {
                     println!(
-                        "{}: OK ({} controllers, {} peers, {} gateways)",
+                        "{}: OK ({} controllers, {} peers, {} gateways{})",
                         path.display(),
                         config.controllers.len(),
                         config.peers.len(),
-                        config.notify.len()
+                        config.notify.len(),
+                        if peer_secret.is_some() { ", a peer secret" } else { "" }
                     );
                     return Ok(());
                 }
-                run(config, notifier).await
+                run(config, peer_secret, notifier).await
             }
         }
     });
@@ -113,7 +125,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, notifier: crate::notify::Notifier) -> anyhow::Result<()> {
+async fn run(config: Config, peer_secret: Option<PeerSecret>, notifier: crate::notify::Notifier) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -130,12 +142,20 @@ async fn run(config: Config, notifier: crate::notify::Notifier) -> anyhow::Resul
         tracing::warn!("no [[notify]] gateway configured: this watchdog will not raise alarms");
     }
     let config = Arc::new(config);
+    let metrics = crate::metrics::Metrics::default();
+    let page = Published::new(metrics.page_renders.clone());
+    // The page is served from the start, from what the state already holds.
+    page.refresh(&state, now_ms(), &config.name).await;
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         state,
-        view: RwLock::default(),
+        // Named from the start: a peer asking before the first round gets
+        // this watchdog's name (with no judgement yet), not a nameless view.
+        view: RwLock::new(crate::model::View { watchdog: config.name.clone(), ..Default::default() }),
         canary: Default::default(),
-        metrics: Default::default(),
+        metrics,
+        page,
+        peer_secret: peer_secret.clone(),
     });
     let cancel = CancellationToken::new();
     let server = {
@@ -145,7 +165,7 @@ async fn run(config: Config, notifier: crate::notify::Notifier) -> anyhow::Resul
     };
     println!("tocsin-watchdog {} listening on http://{addr} (status page), canary at {public_url}", config.name);
     tracing::info!(watchdog = %config.name, %addr, peers = config.peers.len(), quorum = config.quorum(), "watching");
-    let watch = crate::watch::Watch::new(config.clone(), shared, notifier, public_url);
+    let watch = crate::watch::Watch::new(config.clone(), shared, notifier, public_url, peer_secret);
     let watching = tokio::spawn(watch.run(cancel.clone()));
     shutdown_signal().await;
     tracing::info!("stopping");

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::peer_secret::PeerSecret;
 use serde::Deserialize;
 use url::Url;
 
@@ -57,6 +59,11 @@ pub struct Config {
     /// The other watchdogs. Acting needs a majority of all of them (peers plus this one).
     #[serde(default)]
     pub peers: Vec<Url>,
+    /// The secret every watchdog of the deployment shares; their views are
+    /// signed with it (`crate::peer_secret`). Needed when there are peers;
+    /// `TOCSIN_WATCHDOG_PEER_SECRET` overrides it.
+    #[serde(default)]
+    pub peer_secret: Option<SecretString>,
     #[serde(default)]
     pub canary: Option<Canary>,
     #[serde(default)]
@@ -175,7 +182,7 @@ impl Config {
             field: field.to_string(),
             message,
         };
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !is_name(&self.name) {
             return Err(invalid("name", format!("{:?} must be letters, digits, '-' or '_'", self.name)));
         }
         if self.controllers.is_empty() {
@@ -207,7 +214,31 @@ impl Config {
         if !(0.0..=1.0).contains(&self.failover.wedged_below) {
             return Err(invalid("failover.wedged_below", "must be between 0 and 1".into()));
         }
+        if let Some(secret) = &self.peer_secret {
+            PeerSecret::new(secret.clone()).map_err(|message| invalid("peer_secret", message))?;
+        }
         Ok(())
+    }
+
+    /// The peer secret, from `from_env` (`TOCSIN_WATCHDOG_PEER_SECRET`) or
+    /// the file. Watchdogs with peers must have one: without it any answer
+    /// at a peer's URL would count as that peer's view, so it refuses to
+    /// start. A lone watchdog needs none.
+    pub fn peer_secret(&self, from_env: Option<SecretString>) -> Result<Option<PeerSecret>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: PathBuf::from("config"),
+            field: "peer_secret".into(),
+            message,
+        };
+        match from_env.or_else(|| self.peer_secret.clone()) {
+            Some(secret) => PeerSecret::new(secret).map(Some).map_err(invalid),
+            None if self.peers.is_empty() => Ok(None),
+            None => Err(invalid(format!(
+                "{} peers are configured, and their views can only be trusted when signed: set peer_secret (or \
+                 TOCSIN_WATCHDOG_PEER_SECRET) to the same random value on every watchdog (e.g. `openssl rand -hex 32`)",
+                self.peers.len()
+            ))),
+        }
     }
 
     /// How many watchdogs must agree before one acts.
@@ -267,6 +298,11 @@ impl Config {
     }
 }
 
+/// A watchdog's name: letters, digits, '-' or '_'.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 fn host_port(url: &Url) -> String {
     let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     let port = url.port_or_known_default().unwrap_or(80);
@@ -322,6 +358,24 @@ mod tests {
         assert_eq!(c.quorum(), 2);
         let c = parse(&format!("{GOOD}peers = [\"http://127.0.0.1:1\"]\n")).unwrap();
         assert_eq!(c.quorum(), 2);
+    }
+
+    #[test]
+    fn peers_need_a_secret_and_a_lone_watchdog_does_not() {
+        let lone = parse(GOOD).unwrap();
+        assert!(lone.peer_secret(None).unwrap().is_none());
+        let with_peers = parse(&format!("{GOOD}peers = [\"http://127.0.0.1:1\"]\n")).unwrap();
+        let e = with_peers.peer_secret(None).unwrap_err().to_string();
+        assert!(e.contains("peer_secret: 1 peers are configured") && e.contains("TOCSIN_WATCHDOG_PEER_SECRET"), "{e}");
+        let secret = "s".repeat(32);
+        assert!(with_peers.peer_secret(Some(SecretString::from(secret.clone()))).unwrap().is_some());
+        let in_file = parse(&format!("{GOOD}peers = [\"http://127.0.0.1:1\"]\npeer_secret = \"{secret}\"\n")).unwrap();
+        assert!(in_file.peer_secret(None).unwrap().is_some());
+        assert!(!format!("{in_file:?}").contains(&secret), "the secret is not shown");
+        let e = parse(&format!("{GOOD}peer_secret = \"short\"\n")).unwrap_err().to_string();
+        assert!(e.contains("peer_secret: is 5 characters long"), "{e}");
+        let e = with_peers.peer_secret(Some(SecretString::from("short".to_string()))).unwrap_err().to_string();
+        assert!(e.contains("peer_secret: is 5 characters long"), "{e}");
     }
 
     #[tokio::test]

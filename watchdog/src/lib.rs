@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod page;
+pub mod peer_secret;
 pub mod peers;
 pub mod platform;
 pub mod probe;

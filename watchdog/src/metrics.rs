@@ -19,6 +19,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Why something was refused; a fixed set of values (`&'static str`), so
+/// no sender can grow `/metrics`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub kind: String,
@@ -33,6 +40,12 @@ pub struct Metrics {
     pub alarms: Family<OutcomeLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
     pub peers_up: Gauge,
+    /// Peer views that counted for nothing (unsigned, bad signature, ...).
+    pub peer_views_refused: Family<ReasonLabels, Counter>,
+    /// Canary hits that counted for nothing (unknown location, wrong nonce).
+    pub canary_hits_refused: Family<ReasonLabels, Counter>,
+    /// Status page renders (HTML and JSON together): one per round at most.
+    pub page_renders: Counter,
 }
 
 impl Default for Metrics {
@@ -52,7 +65,31 @@ impl Default for Metrics {
         registry.register("actions", "Failover actions carried out after a quorum agreed", actions.clone());
         let peers_up = Gauge::default();
         registry.register("peers_up", "Peer watchdogs that answered in the last round", peers_up.clone());
-        Metrics { registry, component_health, round_seconds, alarms, actions, peers_up }
+        let peer_views_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "peer_views_refused",
+            "Views from peer URLs that counted for nothing, by reason",
+            peer_views_refused.clone(),
+        );
+        let canary_hits_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "canary_hits_refused",
+            "Hits on the canary target that counted for nothing, by reason",
+            canary_hits_refused.clone(),
+        );
+        let page_renders = Counter::default();
+        registry.register("page_renders", "Renders of the status page and its JSON", page_renders.clone());
+        Metrics {
+            registry,
+            component_health,
+            round_seconds,
+            alarms,
+            actions,
+            peers_up,
+            peer_views_refused,
+            canary_hits_refused,
+            page_renders,
+        }
     }
 }
 

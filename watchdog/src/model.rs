@@ -9,6 +9,12 @@ pub fn now_ms() -> Millis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// 128 random bits as 32 hex digits, from the thread's CSPRNG: what a peer
+/// must sign, what a canary generation's probes must carry.
+pub fn fresh_nonce() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {

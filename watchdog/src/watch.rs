@@ -12,6 +12,7 @@ use crate::decide::{self, Cooldown, Verdict};
 use crate::metrics::{ActionLabels, ComponentLabels, OutcomeLabels};
 use crate::model::{Health, Millis, Motion, Observation, Proposal, View, now_ms};
 use crate::notify::{Alarm, Notifier};
+use crate::peer_secret::PeerSecret;
 use crate::peers::Peers;
 use crate::platform::Platform;
 use crate::probe::{Prober, Round};
@@ -32,7 +33,13 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(config: Arc<Config>, shared: Arc<Shared>, notifier: Notifier, public_url: String) -> Watch {
+    pub fn new(
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        notifier: Notifier,
+        public_url: String,
+        peer_secret: Option<PeerSecret>,
+    ) -> Watch {
         // Long enough for a busy controller on a small machine (a 1 s bound
         // was seen to fail under load in CI), short enough that a hung one
         // delays a round by seconds, not minutes.
@@ -42,7 +49,7 @@ impl Watch {
         Watch {
             prober: Prober::new(platform.clone(), timeout),
             platform,
-            peers: Peers::new(peer_timeout),
+            peers: Peers::new(peer_timeout, peer_secret, &config.name, shared.metrics.peer_views_refused.clone()),
             config,
             shared,
             notifier,
@@ -133,10 +140,14 @@ impl Watch {
                 tracing::warn!(error = %e, "pruning the watchdog's history failed");
             }
         }
+        // Last, so the page shows this round's alarms and actions too.
+        self.shared.page.refresh(&self.shared.state, now, &config.name).await;
     }
 
     /// One watchdog sends the alarms: the first by name of those that hear
-    /// each other. One cut off from the rest sends its own.
+    /// each other. One cut off from the rest sends its own. `views` are
+    /// only those peers proved (`peers`): an unproven view named "0" would
+    /// otherwise come first and silence every alarm.
     fn sends_alarms(&self, views: &[View]) -> bool {
         views.iter().all(|v| v.watchdog > self.config.name)
     }

@@ -8,13 +8,17 @@
 //! result, [`StatusView`], is served as JSON as is; [`render`] turns it
 //! into a self-contained HTML page: no JavaScript, no external assets (it
 //! must work when nothing else is up), inline SVG for the bars and charts,
-//! refreshed by the browser every 30 seconds.
+//! refreshed by the browser every 30 seconds. [`Published`] keeps the last
+//! render of both, which is what the server serves.
 //!
 //! Uptime counts a degraded sample (it answered, slowly or partly) as up:
 //! uptime = (up + degraded) / (up + degraded + down). A day's bar shows the
 //! worst state seen that day.
 
+mod published;
 mod svg;
+
+pub use published::{Published, Rendered};
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
