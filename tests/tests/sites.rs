@@ -387,7 +387,9 @@ async fn a_diverged_site_stops_and_recover_reports_what_it_discarded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_peer_neither_demotes_a_site_nor_learns_its_token() {
     use std::sync::{Arc, Mutex};
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    /// Each request the forger got: its URI and Authorization header.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
     let log = seen.clone();
     let forger = axum::Router::new().fallback(move |request: axum::extract::Request| {
         let log = log.clone();

@@ -16,10 +16,13 @@ use tocsin_e2e::*;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn node_token(server: &str, admin: &str) -> String {
-    json(server, admin, &["token", "create", "--role", "node", "--name", "probes"])["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    scoped_token(server, admin, "node")
+}
+
+/// A token of a scoped role: watchdogs get a `watchdog` token, which reads
+/// and pulls their levers and nothing else.
+fn scoped_token(server: &str, admin: &str, role: &str) -> String {
+    json(server, admin, &["token", "create", "--role", role, "--name", role])["token"].as_str().unwrap().to_string()
 }
 
 fn api(server: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> Value {
@@ -57,6 +60,7 @@ struct Platform {
     db_url: String,
     controllers: Vec<Controller>,
     token: String,
+    watchdog_token: String,
     _node: NodeProc,
 }
 
@@ -69,7 +73,8 @@ fn platform(rt: &tokio::runtime::Runtime) -> Platform {
     let node_token = node_token(&first.url, &token);
     let node = node("n1", "eu", &dir.path().join("n1"), &[&first.url, &second.url], &node_token, None);
     let db_url = db.url.clone();
-    Platform { dir, _db: db, db_url, controllers: vec![first, second], token, _node: node }
+    let watchdog_token = scoped_token(&first.url, &token, "watchdog");
+    Platform { dir, _db: db, db_url, controllers: vec![first, second], token, watchdog_token, _node: node }
 }
 
 impl Platform {
@@ -101,7 +106,7 @@ impl Platform {
                         name: names[i],
                         port: ports[i],
                         controllers: self.urls(),
-                        token: &self.token,
+                        token: &self.watchdog_token,
                         database_url: canary.then_some(self.db_url.as_str()),
                         peers: peer_urls(ports, i),
                         canary: if canary { vec!["eu"] } else { vec![] },
@@ -235,7 +240,7 @@ fn a_wedged_scheduler_is_caught_by_the_canary_and_loses_its_lease() {
             name: "w1",
             port: tocsin_testkit::free_port(),
             controllers: p.urls(),
-            token: &p.token,
+            token: &p.watchdog_token,
             database_url: Some(&p.db_url),
             peers: vec![],
             canary: vec!["eu"],
@@ -299,7 +304,7 @@ fn a_watchdog_cut_off_from_its_peers_never_acts_and_the_majority_does() {
                 format!("http://{}:{holder_port}", ns.host_ip),
                 format!("http://{}:{other_port}", ns.host_ip),
             ],
-            token: &p.token,
+            token: &p.watchdog_token,
             database_url: None,
             peers: peer_urls(&ports, 2),
             canary: vec![],
@@ -470,7 +475,7 @@ fn forged_canary_hits_do_not_revoke_a_healthy_lease() {
             name: "w1",
             port: tocsin_testkit::free_port(),
             controllers: p.urls(),
-            token: &p.token,
+            token: &p.watchdog_token,
             database_url: Some(&p.db_url),
             peers: vec![],
             canary: vec!["eu"],
@@ -547,7 +552,7 @@ fn forged_canary_hits_do_not_hide_a_wedged_scheduler() {
             name: "w1",
             port: tocsin_testkit::free_port(),
             controllers: p.urls(),
-            token: &p.token,
+            token: &p.watchdog_token,
             database_url: Some(&p.db_url),
             peers: vec![],
             canary: vec!["eu"],

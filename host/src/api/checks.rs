@@ -104,8 +104,14 @@ pub(super) fn authorize_watchdog(caller: &Caller, spec: &CheckSpec, stored_as: O
     if spec.plugin.split('@').next() != Some("http") {
         return refuse(format!("a canary is an http check; plugin {:?} needs an editor token", spec.plugin));
     }
-    if let Some(key) = spec.config.as_object().into_iter().flat_map(|c| c.keys()).find(|k| *k != "context_headers") {
-        return refuse(format!("config: a canary sets only context_headers; {key:?} needs an editor token"));
+    // The canary's nonce travels in a header (hidden from readers).
+    let canary_keys = ["context_headers", "headers"];
+    if let Some(key) =
+        spec.config.as_object().into_iter().flat_map(|c| c.keys()).find(|k| !canary_keys.contains(&k.as_str()))
+    {
+        return refuse(format!(
+            "config: a canary sets only context_headers and headers; {key:?} needs an editor token"
+        ));
     }
     let host =
         url::Url::parse(&spec.target).ok().and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
