@@ -406,4 +406,5 @@ fn a_thousand_slow_checks_do_not_delay_an_alert() {
         assert!(errors > 0.0, "no_slot runs are reported like other run errors");
         drop(silent);
     });
+    assert_eq!(server.proc.unexpected_errors(&[]), Vec::<String>::new());
 }

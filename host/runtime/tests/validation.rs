@@ -212,8 +212,9 @@ async fn a_compilation_past_its_deadline_answers_at_the_deadline() {
     // Within the code limits, but the deadline is shorter than compiling
     // it takes: the load fails at the deadline (the work is abandoned).
     let runtime = runtime_with(|c| c.limits.compile_timeout = std::time::Duration::from_millis(20));
+    let module = huge_function(30_000);
     let started = std::time::Instant::now();
-    let err = runtime.load(&huge_function(30_000)).await.unwrap_err();
+    let err = runtime.load(&module).await.unwrap_err();
     assert_eq!(err, LoadError::CompileTimeout { ms: 20 });
     assert_eq!(err.code(), "compile_timeout");
     assert!(started.elapsed() < std::time::Duration::from_millis(500), "answered after {:?}", started.elapsed());
