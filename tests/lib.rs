@@ -7,6 +7,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub use tocsin_testkit::process::{Proc, binary};
 pub use tocsin_testkit::{Backend, PgCluster, TestDb};
 
@@ -125,4 +127,54 @@ pub fn target(delay: Duration) -> Target {
     });
     let addr = rx.recv().expect("the target's address");
     Target { url: format!("http://{addr}/"), hits }
+}
+
+/// A webhook gateway's endpoint that records every POST: its idempotency
+/// key and JSON body.
+pub struct Sink {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Sink {
+    pub fn start() -> Sink {
+        let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let log = received.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/hook",
+                    axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                        let log = log.clone();
+                        async move {
+                            let key = headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            log.lock().unwrap().push((key, serde_json::from_str(&body).unwrap_or(Value::Null)));
+                            axum::Json(serde_json::json!({"id": "m"}))
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Sink { url: format!("http://{addr}/hook"), received }
+    }
+
+    /// The contacts notified, in order.
+    pub fn contacts(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b["contact"]["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
 }

@@ -46,6 +46,13 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+/// `check` or `notifier`: the two kinds of plugin call, whose sandbox slots
+/// are counted apart.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GatewayLabels {
     pub gateway: String,
@@ -69,6 +76,14 @@ pub struct Metrics {
     pub ingest_batch_seconds: Histogram,
     pub wasm_running: Gauge,
     pub wasm_slots: Gauge,
+    pub wasm_kind_running: Family<KindLabels, Gauge>,
+    pub wasm_kind_slots: Family<KindLabels, Gauge>,
+    pub wasm_slot_waits: Family<KindLabels, Counter>,
+    pub wasm_slot_timeouts: Family<KindLabels, Counter>,
+    pub plugin_cache_rejected: Counter,
+    /// Serialises [`Metrics::observe_runtime`], which turns the runtime's
+    /// totals into counter increments.
+    runtime_seen: std::sync::Mutex<()>,
     pub checks: Family<StatusLabels, Gauge>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
@@ -106,6 +121,12 @@ impl Default for Metrics {
             ingest_batch_seconds: latency(),
             wasm_running: Gauge::default(),
             wasm_slots: Gauge::default(),
+            wasm_kind_running: Family::default(),
+            wasm_kind_slots: Family::default(),
+            wasm_slot_waits: Family::default(),
+            wasm_slot_timeouts: Family::default(),
+            plugin_cache_rejected: Counter::default(),
+            runtime_seen: std::sync::Mutex::new(()),
             checks: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(latency),
@@ -146,6 +167,31 @@ impl Default for Metrics {
         );
         registry.register("wasm_invocations_running", "Plugin invocations running now", m.wasm_running.clone());
         registry.register("wasm_invocation_slots", "Plugin invocations that can run at once", m.wasm_slots.clone());
+        registry.register(
+            "wasm_slot_running",
+            "Plugin invocations running now, by kind (check, notifier)",
+            m.wasm_kind_running.clone(),
+        );
+        registry.register(
+            "wasm_slot_capacity",
+            "Sandbox slots each kind may take (notifiers: their reserve plus the checks' share)",
+            m.wasm_kind_slots.clone(),
+        );
+        registry.register(
+            "wasm_slot_waits",
+            "Plugin calls that found no free sandbox slot and waited, by kind",
+            m.wasm_slot_waits.clone(),
+        );
+        registry.register(
+            "wasm_slot_timeouts",
+            "Plugin calls that got no sandbox slot within slot_wait and failed (no_slot), by kind",
+            m.wasm_slot_timeouts.clone(),
+        );
+        registry.register(
+            "plugin_cache_rejected",
+            "Cached compiled plugins that failed their authentication and were compiled again",
+            m.plugin_cache_rejected.clone(),
+        );
         registry.register("checks", "Checks by current status", m.checks.clone());
         registry.register("http_requests", "API requests, by method, route and status", m.http_requests.clone());
         registry.register("http_request_duration_seconds", "API request latency, by route", m.http_seconds.clone());
@@ -198,6 +244,24 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Copies the plugin runtime's slot and cache figures in, before an
+    /// encode.
+    pub fn observe_runtime(&self, stats: &tocsin_runtime::RuntimeStats) {
+        let _one_at_a_time = self.runtime_seen.lock().unwrap_or_else(|p| p.into_inner());
+        self.wasm_running.set(stats.running as i64);
+        self.wasm_slots.set(stats.slots as i64);
+        for (kind, slots) in [("check", &stats.checks), ("notifier", &stats.notifiers)] {
+            let labels = KindLabels { kind: kind.to_string() };
+            self.wasm_kind_running.get_or_create(&labels).set(slots.running as i64);
+            self.wasm_kind_slots.get_or_create(&labels).set(slots.slots as i64);
+            let waits = self.wasm_slot_waits.get_or_create(&labels);
+            waits.inc_by(slots.waited.saturating_sub(waits.get()));
+            let timeouts = self.wasm_slot_timeouts.get_or_create(&labels);
+            timeouts.inc_by(slots.timed_out.saturating_sub(timeouts.get()));
+        }
+        self.plugin_cache_rejected.inc_by(stats.cache_rejected.saturating_sub(self.plugin_cache_rejected.get()));
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

@@ -5,62 +5,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tocsin_e2e::*;
 use tocsin_testkit::twilio::{FakeTwilio, Received};
-
-/// A webhook gateway's endpoint that records every POST: its idempotency
-/// key and JSON body.
-struct Sink {
-    url: String,
-    received: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-impl Sink {
-    fn start() -> Sink {
-        let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-        let log = received.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/hook",
-                    axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                        let log = log.clone();
-                        async move {
-                            let key = headers
-                                .get("idempotency-key")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
-                            log.lock().unwrap().push((key, serde_json::from_str(&body).unwrap_or(Value::Null)));
-                            axum::Json(serde_json::json!({"id": "m"}))
-                        }
-                    }),
-                );
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let addr = rx.recv().unwrap();
-        Sink { url: format!("http://{addr}/hook"), received }
-    }
-
-    /// The contacts notified, in order.
-    fn contacts(&self) -> Vec<String> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, b)| b["contact"]["name"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-}
 
 fn ok(out: Outcome) -> Outcome {
     assert_eq!(out.code, 0, "{out:?}");

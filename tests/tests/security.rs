@@ -368,4 +368,94 @@ fn scoped_tokens_do_their_one_job() {
         let audit = admin.ok(Method::GET, "/api/v1/audit?limit=1000", None).await;
         assert_eq!(audit.as_array().unwrap().len(), audit_before, "nothing was changed: {audit}");
     });
+
+#[test]
+fn a_thousand_slow_checks_do_not_delay_an_alert() {
+    const CHECKS: usize = 1000;
+    const BOUND: Duration = Duration::from_secs(5);
+    let dir = tempfile::tempdir().unwrap();
+    // A node with fewer sandbox slots (250) than its checks want: each of
+    // the thousand holds one for 9 of every 10 s (its network calls end a
+    // second before its timeout).
+    let config = dir.path().join("small-node.toml");
+    let cache = tocsin_testkit::plugin_cache();
+    std::fs::write(&config, format!("[runtime]\ncache_dir = {cache:?}\nmax_concurrent = 250\n")).unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let (url, admin_token) = (server.url.clone(), server.token.clone());
+    // A port that takes connections and never answers: every probe of it
+    // lasts its whole timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let sink = tocsin_e2e::Sink::start();
+    let cli = |args: &[&str]| {
+        let out = tocsin_e2e::cli(&url, &admin_token, args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+    };
+    cli(&["contact", "add", "ada", "--channel", "webhook=http://example.com/ada"]);
+    cli(&[
+        "gateway",
+        "add",
+        "hook",
+        "--plugin",
+        "webhook",
+        "--set",
+        &format!("url={}", sink.url),
+        "--allow",
+        "127.0.0.1",
+    ]);
+    cli(&["route", "add", "web", "--channel", "webhook", "--gateway", "hook"]);
+    cli(&["policy", "add", "oncall", "--step", "ada@10m"]);
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let admin = Api::new(&url, &admin_token);
+        let checks: Vec<Value> = (0..CHECKS)
+            .map(|i| {
+                json!({"name": format!("slow-{i}"), "plugin": "http", "target": silent_url, "interval": "10s",
+                       "timeout": "10s", "allow": ["127.0.0.1"], "confirm": 0})
+            })
+            .collect();
+        admin.ok(Method::POST, "/api/v1/apply", Some(json!({"checks": checks}))).await;
+        let applied = Instant::now();
+        let metric = async |name: &str| -> f64 {
+            let text = http().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+            text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+        };
+        wait_for("the slow checks fill the sandbox", Duration::from_secs(40), async || {
+            metric("tocsin_wasm_invocations_running ").await >= 225.0
+        })
+        .await;
+        // The crowd builds for one interval, so every check has had its
+        // first slot: the load the alert must get through, not a wait for
+        // something to happen.
+        tokio::time::sleep_until((applied + Duration::from_secs(12)).into()).await;
+
+        let raised = Instant::now();
+        let alert = json!({"source": "shop", "key": "checkout", "summary": "checkout fails", "policy": "oncall"});
+        let answer = admin.ok(Method::POST, "/api/v1/alerts", Some(alert)).await;
+        assert_eq!(answer["result"], "opened", "{answer}");
+        let arrived = || sink.received.lock().unwrap().iter().any(|(_, b)| b["title"] == "checkout fails");
+        let deadline = raised + Duration::from_secs(30);
+        while !arrived() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = raised.elapsed();
+        let running = metric("tocsin_wasm_invocations_running ").await;
+        eprintln!("the alert reached the receiver: {}, after {took:?}; {running} invocations running", arrived());
+        assert!(arrived(), "the alert never reached the receiver (waited {took:?}) while {CHECKS} slow checks ran");
+        assert!(took < BOUND, "the alert took {took:?} to reach the receiver; the bound is {BOUND:?}");
+
+        // Checks that found no slot in time failed, typed and counted,
+        // instead of queueing without end; none took a notifier's slot.
+        wait_for("checks that got no slot are counted", Duration::from_secs(30), async || {
+            metric("tocsin_wasm_slot_timeouts_total{kind=\"check\"} ").await > 0.0
+        })
+        .await;
+        assert_eq!(metric("tocsin_wasm_slot_capacity{kind=\"check\"} ").await, 225.0);
+        assert!(metric("tocsin_wasm_slot_running{kind=\"check\"} ").await <= 225.0);
+        assert_eq!(metric("tocsin_wasm_slot_timeouts_total{kind=\"notifier\"} ").await, 0.0);
+        let errors = metric("tocsin_plugin_errors_total{plugin=\"http@0.1.0\",code=\"no_slot\"} ").await;
+        assert!(errors > 0.0, "no_slot runs are reported like other run errors");
+        drop(silent);
+    });
+    assert_eq!(server.proc.unexpected_errors(&[]), Vec::<String>::new());
 }

@@ -17,13 +17,27 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// The most invocations running at once; further ones wait for a slot.
     pub max_concurrent: u32,
+    /// Slots of `max_concurrent` only notifier calls take, so slow checks
+    /// cannot hold back a notification. Default: a tenth, at least one.
+    pub notifier_slots: Option<u32>,
+    /// How long a call waits for a free slot before it fails with
+    /// `no_slot`.
+    #[serde(with = "crate::config::millis")]
+    pub slot_wait: Duration,
     pub limits: Limits,
     pub network: NetworkConfig,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: None, max_concurrent: 1000, limits: Limits::default(), network: NetworkConfig::default() }
+        Self {
+            cache_dir: None,
+            max_concurrent: 1000,
+            notifier_slots: None,
+            slot_wait: Duration::from_secs(5),
+            limits: Limits::default(),
+            network: NetworkConfig::default(),
+        }
     }
 }
 
@@ -33,6 +47,16 @@ impl Default for RuntimeConfig {
 pub struct Limits {
     /// The largest `.wasm` accepted at upload.
     pub max_plugin_bytes: usize,
+    /// Bounds on the code of a plugin, checked before it is compiled, so
+    /// compiling it takes bounded time and memory: functions in all its
+    /// modules, bytes of one function's body, locals of one function.
+    pub max_functions: usize,
+    pub max_function_bytes: usize,
+    pub max_function_locals: u64,
+    /// The longest a plugin may take to compile; an upload that takes
+    /// longer is refused (`compile_timeout`).
+    #[serde(with = "crate::config::millis")]
+    pub compile_timeout: Duration,
     /// Linear memory a single invocation may use.
     pub memory_bytes: usize,
     /// The longest any invocation may run, whatever the check asks for.
@@ -58,6 +82,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_plugin_bytes: 20 << 20,
+            max_functions: 50_000,
+            max_function_bytes: 512 << 10,
+            max_function_locals: 10_000,
+            compile_timeout: Duration::from_secs(60),
             memory_bytes: 64 << 20,
             max_timeout: Duration::from_secs(60),
             describe_timeout: Duration::from_secs(2),

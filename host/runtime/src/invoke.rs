@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -17,7 +16,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::Shared;
 use crate::logs::{Level, LogBuffer, LogPipe, SharedLogs};
 use crate::net::{Grants, NetSession};
-use crate::types::{Report, RunError, RunErrorKind};
+use crate::pool::Slot;
+use crate::types::{PluginKind, Report, RunError, RunErrorKind};
 
 /// Time the outer timeout allows beyond the deadline, for the epoch
 /// mechanism to stop guest code first (it reports more precisely).
@@ -70,12 +70,20 @@ pub(crate) struct Invocation {
     plugin: String,
     timeout: Duration,
     started: Instant,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Invocation {
-    pub async fn start(shared: &Arc<Shared>, plugin: String, grants: Grants, timeout: Duration) -> Invocation {
-        let slot = shared.slots.clone().acquire_owned().await.expect("the slot semaphore is never closed");
+    /// Takes a slot for a call of `kind` (or gives up after `slot_wait`)
+    /// and builds the store. The run's timeout starts once it has a slot.
+    pub async fn start(
+        shared: &Arc<Shared>,
+        kind: PluginKind,
+        plugin: String,
+        grants: Grants,
+        timeout: Duration,
+    ) -> Result<Invocation, RunErrorKind> {
+        let slot = shared.pool.acquire(kind).await?;
         let limits = &shared.config.limits;
         let timeout = timeout.min(limits.max_timeout);
         let started = Instant::now();
@@ -110,7 +118,7 @@ impl Invocation {
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
         });
-        Invocation { store, plugin, timeout, started, _slot: slot }
+        Ok(Invocation { store, plugin, timeout, started, _slot: slot })
     }
 
     pub fn timeout(&self) -> Duration {

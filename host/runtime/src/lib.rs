@@ -36,6 +36,7 @@
 
 mod bindings;
 mod cache;
+mod compile;
 mod config;
 mod engine;
 mod host;
@@ -43,13 +44,13 @@ mod invoke;
 mod logs;
 pub mod net;
 mod plugin;
+mod pool;
 mod types;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -57,6 +58,7 @@ pub use crate::config::{Limits, NetworkConfig, RuntimeConfig};
 pub use crate::logs::{Level, LogLine};
 pub use crate::net::{BadGrant, Grant, implied_grants, reaches_non_public, schema_defaults};
 pub use crate::plugin::{ConfigError, ConfigProblem, LoadError, Plugin};
+pub use crate::pool::SlotStats;
 pub use crate::types::*;
 
 /// A failure of the runtime itself (never of a plugin).
@@ -79,8 +81,12 @@ pub(crate) struct Shared {
     linker: Linker<invoke::State>,
     config: RuntimeConfig,
     net: Arc<net::NetShared>,
-    slots: Arc<Semaphore>,
+    pool: pool::Pool,
     cache: Option<cache::ArtifactCache>,
+    /// One compilation at a time, held by the compiling thread until it
+    /// ends (even when its caller gave up waiting for it), so abandoned
+    /// compilations cannot pile up.
+    compiler: Arc<tokio::sync::Semaphore>,
     loaded: Mutex<HashMap<String, Plugin>>,
     stats: Stats,
 }
@@ -102,6 +108,11 @@ pub struct RuntimeStats {
     pub slots: usize,
     /// Plugins compiled (cache misses) since the runtime was created.
     pub compiled: u64,
+    /// Cached artifacts that failed their authentication and were
+    /// discarded (then compiled again).
+    pub cache_rejected: u64,
+    pub checks: SlotStats,
+    pub notifiers: SlotStats,
 }
 
 impl Runtime {
@@ -114,7 +125,8 @@ impl Runtime {
             None => None,
         };
         let shared = Arc::new(Shared {
-            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1) as usize)),
+            pool: pool::Pool::new(config.max_concurrent, config.notifier_slots, config.slot_wait)?,
+            compiler: Arc::new(tokio::sync::Semaphore::new(1)),
             engine,
             linker,
             config,
@@ -148,12 +160,15 @@ impl Runtime {
     }
 
     pub fn stats(&self) -> RuntimeStats {
-        let slots = self.shared.config.max_concurrent.max(1) as usize;
+        let pool = &self.shared.pool;
         RuntimeStats {
             invocations: self.shared.stats.invocations.load(Ordering::Relaxed),
-            running: slots - self.shared.slots.available_permits(),
-            slots,
+            running: pool.running(),
+            slots: pool.total(),
             compiled: self.shared.stats.compiled.load(Ordering::Relaxed),
+            cache_rejected: self.shared.cache.as_ref().map_or(0, |c| c.rejected()),
+            checks: pool.stats(PluginKind::Check),
+            notifiers: pool.stats(PluginKind::Notifier),
         }
     }
 }

@@ -2,9 +2,10 @@
 //! invoking it.
 //!
 //! Validation goes from cheap to authoritative: size, magic bytes, then
-//! compilation, then the component's exports and imports by name (so the
-//! error names the export or import at fault), then `instantiate_pre`
-//! against the real linker, then `describe` run in the sandbox.
+//! the size of its code and compilation (`compile.rs`), then the
+//! component's exports and imports by name (so the error names the export
+//! or import at fault), then `instantiate_pre` against the real linker,
+//! then `describe` run in the sandbox.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,6 +41,10 @@ pub enum LoadError {
     NotComponent,
     #[error("not a valid component: {0}")]
     Invalid(String),
+    #[error("too complex to compile: {what}")]
+    TooComplex { what: String },
+    #[error("compiling it took longer than {ms} ms")]
+    CompileTimeout { ms: u64 },
     #[error(
         "the component implements neither the check nor the notifier world: it exports {exports}; \
          a check exports {CHECK_EXPORT}@{SUPPORTED}.x and a notifier exports {NOTIFIER_EXPORT}@{SUPPORTED}.x"
@@ -67,6 +72,8 @@ impl LoadError {
             LoadError::NotWasm => "not_wasm",
             LoadError::NotComponent => "not_a_component",
             LoadError::Invalid(_) => "invalid_component",
+            LoadError::TooComplex { .. } => "plugin_too_complex",
+            LoadError::CompileTimeout { .. } => "compile_timeout",
             LoadError::WrongWorld { .. } | LoadError::BothWorlds => "wrong_world",
             LoadError::UnsupportedVersion { .. } => "unsupported_version",
             LoadError::ForbiddenImport { .. } => "forbidden_import",
@@ -135,7 +142,7 @@ pub(crate) async fn load(shared: &Arc<Shared>, wasm: &[u8]) -> Result<Plugin, Lo
     }
 
     let started = Instant::now();
-    let component = compile(shared, &sha256, wasm).await?;
+    let component = crate::compile::compile(shared, &sha256, wasm).await?;
     let kind = world_of(shared, &component)?;
     let pre = shared
         .linker
@@ -146,7 +153,7 @@ pub(crate) async fn load(shared: &Arc<Shared>, wasm: &[u8]) -> Result<Plugin, Lo
         PluginKind::Check => Exports::Check(CheckPre::new(pre).map_err(link_error)?),
         PluginKind::Notifier => Exports::Notifier(NotifierPre::new(pre).map_err(link_error)?),
     };
-    let info = describe(shared, &exports, &sha256).await?;
+    let info = describe(shared, kind, &exports, &sha256).await?;
     let schema = check_info(&info, kind)?;
     tracing::info!(
         plugin = %info.id(), %kind, sha256 = %&sha256[..12], bytes = wasm.len(),
@@ -164,25 +171,6 @@ pub(crate) async fn load(shared: &Arc<Shared>, wasm: &[u8]) -> Result<Plugin, Lo
     };
     shared.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(sha256, plugin.clone());
     Ok(plugin)
-}
-
-async fn compile(shared: &Arc<Shared>, sha256: &str, wasm: &[u8]) -> Result<Component, LoadError> {
-    if let Some(component) = shared.cache.as_ref().and_then(|c| c.get(&shared.engine, sha256)) {
-        return Ok(component);
-    }
-    let (shared2, wasm, sha) = (shared.clone(), wasm.to_vec(), sha256.to_string());
-    let compiled = tokio::task::spawn_blocking(move || -> wasmtime::Result<Component> {
-        let artifact = shared2.engine.precompile_component(&wasm)?;
-        if let Some(cache) = &shared2.cache {
-            cache.put(&sha, &artifact);
-        }
-        // SAFETY: `artifact` was produced just now by this engine.
-        unsafe { Component::deserialize(&shared2.engine, &artifact) }
-    })
-    .await
-    .map_err(|e| LoadError::Invalid(format!("compilation stopped: {e}")))?;
-    shared.stats.compiled.fetch_add(1, Ordering::Relaxed);
-    compiled.map_err(|e| LoadError::Invalid(format!("{e:#}")))
 }
 
 /// Which world the component implements, judged by its exports, and
@@ -263,10 +251,18 @@ fn forbidden(import: &str) -> Option<String> {
     })
 }
 
-async fn describe(shared: &Arc<Shared>, exports: &Exports, sha256: &str) -> Result<PluginInfo, LoadError> {
+/// Asks the plugin about itself, in a slot of its own kind: a notifier
+/// loaded while checks crowd the pool still loads.
+async fn describe(
+    shared: &Arc<Shared>,
+    kind: PluginKind,
+    exports: &Exports,
+    sha256: &str,
+) -> Result<PluginInfo, LoadError> {
     let timeout = shared.config.limits.describe_timeout;
     let label = format!("sha256:{}", &sha256[..12]);
-    let invocation = Invocation::start(shared, label, Grants::none(), timeout).await;
+    let invocation =
+        Invocation::start(shared, kind, label, Grants::none(), timeout).await.map_err(LoadError::Describe)?;
     let report = match exports {
         Exports::Check(pre) => {
             invocation
@@ -396,7 +392,11 @@ impl Plugin {
         }
         shared.stats.invocations.fetch_add(1, Ordering::Relaxed);
         let grants = Grants::new(&call.target, &call.allow);
-        let invocation = Invocation::start(shared, self.inner.info.id(), grants, call.timeout).await;
+        let invocation =
+            match Invocation::start(shared, PluginKind::Check, self.inner.info.id(), grants, call.timeout).await {
+                Ok(invocation) => invocation,
+                Err(kind) => return self.early(kind),
+            };
         let context = &call.context;
         let request = wit_check::Request {
             target: call.target,
@@ -440,7 +440,11 @@ impl Plugin {
         // A notifier may reach the hosts its gateway config names only
         // through its allowlist: it has no target of its own.
         let grants = Grants::new("", &call.allow);
-        let invocation = Invocation::start(shared, self.inner.info.id(), grants, call.timeout).await;
+        let invocation =
+            match Invocation::start(shared, PluginKind::Notifier, self.inner.info.id(), grants, call.timeout).await {
+                Ok(invocation) => invocation,
+                Err(kind) => return self.early(kind),
+            };
         let notification = call.notification.into();
         let max_message = limits.max_message_bytes;
         invocation

@@ -199,6 +199,10 @@ pub enum RunErrorKind {
     WrongKind { expected: PluginKind, actual: PluginKind },
     #[error("could not be started: {message}")]
     Instantiate { message: String },
+    /// Every sandbox slot this kind of call may take stayed busy for the
+    /// whole `slot_wait`: the node is overloaded, the plugin never ran.
+    #[error("got no sandbox slot in {waited_ms} ms: all {slots} slots it may take are busy")]
+    NoSlot { waited_ms: u64, slots: usize },
 }
 
 impl RunErrorKind {
@@ -214,6 +218,7 @@ impl RunErrorKind {
             RunErrorKind::InputTooLarge { .. } => "input_too_large",
             RunErrorKind::WrongKind { .. } => "wrong_kind",
             RunErrorKind::Instantiate { .. } => "instantiate",
+            RunErrorKind::NoSlot { .. } => "no_slot",
         }
     }
 }

@@ -170,3 +170,52 @@ async fn the_host_survives_a_crowd_of_hostile_plugins() {
     assert_eq!(noop.check(call("x", json!({}))).await.outcome.unwrap().status, Status::Up);
     assert_eq!(runtime.stats().running, 0);
 }
+
+#[tokio::test]
+async fn slow_checks_cannot_take_the_notifiers_slots_and_waiting_has_a_deadline() {
+    use support::servers::recording_gateway;
+    use tocsin_builtins::WEBHOOK;
+
+    let runtime = runtime_with(|c| {
+        c.max_concurrent = 4;
+        c.notifier_slots = Some(1);
+        c.slot_wait = Duration::from_millis(300);
+    });
+    let (sleeper, webhook) = (load(&runtime, MISBEHAVE).await, load(&runtime, WEBHOOK).await);
+    // Three checks blocked in a host call hold every check slot for 10 s.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let (sleeper, mut call) = (sleeper.clone(), call("x", json!({ "action": "sleep" })));
+        call.timeout = Duration::from_secs(10);
+        slow.push(tokio::spawn(async move { sleeper.check(call).await }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.stats().checks.running < 3 {
+        assert!(Instant::now() < deadline, "the slow checks never started: {:?}", runtime.stats());
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // A fourth check waits out slot_wait and fails, typed; it never ran.
+    let started = Instant::now();
+    let refused = sleeper.check(call("x", json!({ "action": "sleep" }))).await.outcome.unwrap_err();
+    assert!(matches!(refused.kind, RunErrorKind::NoSlot { slots: 3, .. }), "{refused}");
+    assert_eq!(refused.kind.code(), "no_slot");
+    assert!(started.elapsed() < Duration::from_secs(2), "gave up after {:?}", started.elapsed());
+
+    // A notification goes out at once, on the reserved slot.
+    let (gateway, inbox) = recording_gateway(200, r#"{"id": "m-1"}"#).await;
+    let started = Instant::now();
+    let config = json!({"url": format!("http://{gateway}/hook")});
+    let delivered = delivery(deliver(&webhook, config, notification("webhook", "")).await);
+    assert!(matches!(delivered, tocsin_runtime::Delivery::Delivered { .. }), "{delivered:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the delivery took {:?}", started.elapsed());
+    assert_eq!(inbox.lock().unwrap().len(), 1);
+
+    let stats = runtime.stats();
+    assert_eq!((stats.checks.running, stats.checks.waited, stats.checks.timed_out), (3, 1, 1), "{stats:?}");
+    assert_eq!((stats.notifiers.waited, stats.notifiers.timed_out), (0, 0), "{stats:?}");
+    for handle in slow {
+        handle.abort();
+    }
+}

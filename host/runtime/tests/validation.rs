@@ -109,6 +109,117 @@ async fn compiled_plugins_are_cached_on_disk() {
     assert!(report.outcome.is_err());
 }
 
+/// The cached artifact of `sha256` in a cache rooted at `root`.
+fn cached(root: &std::path::Path, sha256: &str) -> std::path::PathBuf {
+    let name = format!("{sha256}.cwasm");
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path().join(&name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no cached {name} under {}", root.display()))
+}
+
+#[tokio::test]
+async fn a_tampered_cache_file_is_compiled_again_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let with_cache = || runtime_with(|c| c.cache_dir = Some(dir.path().to_path_buf()));
+    let first = with_cache();
+    let (misbehave, noop) = (load(&first, MISBEHAVE).await, load(&first, NOOP).await);
+    drop(first);
+    let key = dir.path().join("cache-key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the key is private");
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64, "256 bits, hex");
+    let (victim, other) = (cached(dir.path(), misbehave.sha256()), cached(dir.path(), noop.sha256()));
+    let original = std::fs::read(&victim).unwrap();
+
+    // A flipped bit in the machine code, a flipped bit in the tag, and
+    // another plugin's (authentic) file under this plugin's name.
+    let mut code_flipped = original.clone();
+    let last = code_flipped.len() - 1;
+    code_flipped[last] ^= 1;
+    let mut tag_flipped = original.clone();
+    tag_flipped[0] ^= 1;
+    let swapped = std::fs::read(&other).unwrap();
+    for (attack, bytes) in [("flipped code", code_flipped), ("flipped tag", tag_flipped), ("swapped", swapped)] {
+        std::fs::write(&victim, &bytes).unwrap();
+        let runtime = with_cache();
+        let plugin = load(&runtime, MISBEHAVE).await;
+        let stats = runtime.stats();
+        assert_eq!((stats.cache_rejected, stats.compiled), (1, 1), "{attack}: refused and compiled again");
+        assert_eq!(plugin.info().name, "misbehave", "{attack}");
+        assert_ne!(std::fs::read(&victim).unwrap(), bytes, "{attack}: the tampered file is replaced");
+        // The recompiled file is authentic again: the next start loads it.
+        let next = with_cache();
+        load(&next, MISBEHAVE).await;
+        assert_eq!((next.stats().cache_rejected, next.stats().compiled), (0, 0), "{attack}: cached again");
+    }
+
+    // A key the cache did not make (a new host, a restored backup) turns
+    // every old file away.
+    std::fs::write(&key, "00".repeat(32)).unwrap();
+    let rekeyed = with_cache();
+    load(&rekeyed, NOOP).await;
+    assert_eq!((rekeyed.stats().cache_rejected, rekeyed.stats().compiled), (1, 1));
+}
+
+/// A component around one core module whose only function has `n`
+/// straight-line additions over 64 locals: valid, small to send, and the
+/// kind of body whose compilation grows fastest.
+fn huge_function(n: usize) -> Vec<u8> {
+    let mut body = String::with_capacity(n * 48);
+    for i in 0..n {
+        let (a, b) = (i % 64, (i * 7 + 3) % 64);
+        body.push_str(&format!("local.get {a} local.get {b} i32.add local.set {a}\n"));
+    }
+    let text = format!(
+        "(component (core module (func (export \"f\") (result i32) (local {}) {body} local.get 0)))",
+        "i32 ".repeat(64)
+    );
+    wat::parse_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn a_function_too_large_to_compile_safely_is_refused_before_compiling() {
+    let runtime = runtime();
+    let hostile = huge_function(100_000);
+    let started = std::time::Instant::now();
+    let err = runtime.load(&hostile).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, LoadError::TooComplex { .. }), "{err:?}");
+    assert_eq!(err.code(), "plugin_too_complex");
+    assert!(err.to_string().contains("function 0 of core module 0 has a body of"), "{err}");
+    assert!(err.to_string().contains("the limit is 524288"), "{err}");
+    assert_eq!(runtime.stats().compiled, 0, "nothing was compiled");
+    assert!(took < std::time::Duration::from_secs(2), "refusing took {took:?}");
+}
+
+#[tokio::test]
+async fn too_many_locals_or_functions_are_refused_before_compiling() {
+    let locals = wat::parse_str("(component (core module (func (local i64 i64 i64 i64) (local i32))))").unwrap();
+    let err = runtime_with(|c| c.limits.max_function_locals = 4).load(&locals).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "too complex to compile: function 0 of core module 0 has more than 4 locals; the limit is 4"
+    );
+    let functions = wat::parse_str("(component (core module (func) (func) (func)))").unwrap();
+    let err = runtime_with(|c| c.limits.max_functions = 2).load(&functions).await.unwrap_err();
+    assert_eq!(err.to_string(), "too complex to compile: it has at least 3 functions; the limit is 2");
+}
+
+#[tokio::test]
+async fn a_compilation_past_its_deadline_answers_at_the_deadline() {
+    // Within the code limits, but the deadline is shorter than compiling
+    // it takes: the load fails at the deadline (the work is abandoned).
+    let runtime = runtime_with(|c| c.limits.compile_timeout = std::time::Duration::from_millis(20));
+    let module = huge_function(30_000);
+    let started = std::time::Instant::now();
+    let err = runtime.load(&module).await.unwrap_err();
+    assert_eq!(err, LoadError::CompileTimeout { ms: 20 });
+    assert_eq!(err.code(), "compile_timeout");
+    assert!(started.elapsed() < std::time::Duration::from_millis(500), "answered after {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn configs_are_checked_against_the_plugin_schema() {
     let runtime = runtime();

@@ -141,6 +141,10 @@ impl From<CatalogError> for ApiError {
             CatalogError::Load(load) => {
                 let status = match load {
                     tocsin_runtime::LoadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    // Not the upload's fault: the node is overloaded.
+                    tocsin_runtime::LoadError::Describe(tocsin_runtime::RunErrorKind::NoSlot { .. }) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                     _ => StatusCode::BAD_REQUEST,
                 };
                 ApiError::new(status, load.code(), format!("the upload is not a plugin Tocsin accepts: {load}"))

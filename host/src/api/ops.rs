@@ -55,9 +55,7 @@ async fn readyz(State(state): Shared) -> (StatusCode, axum::Json<Health>) {
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): Shared) -> impl IntoResponse {
-    let stats = state.catalog.runtime().stats();
-    state.metrics.wasm_running.set(stats.running as i64);
-    state.metrics.wasm_slots.set(stats.slots as i64);
+    state.metrics.observe_runtime(&state.catalog.runtime().stats());
     if let Ok(counts) = crate::store::checks::count_by_status(&state.db).await {
         for status in
             [CheckStatus::Pending, CheckStatus::Up, CheckStatus::Degraded, CheckStatus::Down, CheckStatus::Error]

@@ -212,8 +212,7 @@ async fn serve_node(args: RunArgs, token: Option<String>) -> Result<(), CliError
                     async move {
                         metrics.results_buffered.set(buffer.len() as i64);
                         metrics.results_dropped.set(buffer.dropped() as i64);
-                        metrics.wasm_running.set(runtime.stats().running as i64);
-                        metrics.wasm_slots.set(runtime.stats().slots as i64);
+                        metrics.observe_runtime(&runtime.stats());
                         (
                             [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
                             metrics.encode(),

@@ -11,9 +11,13 @@ use super::{ProbeArgs, other};
 use crate::cli::CliError;
 
 pub async fn probes(args: ProbeArgs) -> Result<(), CliError> {
-    let runtime =
-        Runtime::new(RuntimeConfig { max_concurrent: args.concurrency as u32 + 8, ..RuntimeConfig::default() })
-            .map_err(other)?;
+    // Every probe gets a check slot; the notifiers' reserve is the 8 extra.
+    let runtime = Runtime::new(RuntimeConfig {
+        max_concurrent: args.concurrency as u32 + 8,
+        notifier_slots: Some(8),
+        ..RuntimeConfig::default()
+    })
+    .map_err(other)?;
     let artifact = tocsin_builtins::BUILTIN
         .iter()
         .find(|a| a.name == args.plugin)
