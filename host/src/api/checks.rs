@@ -254,7 +254,7 @@ async fn create_check(
     let spec = validate(&state, spec).await?;
     authorize_grants(&state, &caller, &spec, &[])?;
     let mut tx = state.db.writer().begin().await?;
-    let check = store::checks::create(&mut tx, &spec, &caller.actor()).await?;
+    let check = store::checks::create(&mut tx, state.db.keys(), &spec, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     tracing::info!(check = %check.spec.name, plugin = %check.spec.plugin, actor = %caller.actor(), "check created");
@@ -286,7 +286,7 @@ async fn update_check(
     let spec = validate(&state, spec).await?;
     authorize_grants(&state, &caller, &spec, &stored.allow)?;
     let mut tx = state.db.writer().begin().await?;
-    let check = store::checks::update(&mut tx, &name, &spec, &caller.actor()).await?;
+    let check = store::checks::update(&mut tx, state.db.keys(), &name, &spec, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     Ok(axum::Json(shown(check)))
@@ -297,7 +297,7 @@ async fn update_check(
 async fn delete_check(State(state): Shared, caller: Caller, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require(Role::Editor)?;
     let mut tx = state.db.writer().begin().await?;
-    store::checks::delete(&mut tx, &name, &caller.actor()).await?;
+    store::checks::delete(&mut tx, state.db.keys(), &name, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     Ok(StatusCode::NO_CONTENT)
@@ -331,7 +331,7 @@ async fn set_paused(
 ) -> Result<axum::Json<Check>, ApiError> {
     caller.require(Role::Editor)?;
     let mut tx = state.db.writer().begin().await?;
-    let check = store::checks::set_paused(&mut tx, &name, paused, &caller.actor()).await?;
+    let check = store::checks::set_paused(&mut tx, state.db.keys(), &name, paused, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     Ok(axum::Json(shown(check)))

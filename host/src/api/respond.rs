@@ -52,6 +52,7 @@ fn page(status: StatusCode, heading: &str, text: &str, action: Option<&str>) -> 
 fn link_problem(e: &LinkError) -> Response {
     let status = match e {
         LinkError::Expired => StatusCode::GONE,
+        LinkError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::FORBIDDEN,
     };
     page(status, "This link does not work", &e.to_string(), None)
@@ -59,8 +60,8 @@ fn link_problem(e: &LinkError) -> Response {
 
 /// The notification and answer a link stands for; `None` for a link made
 /// for a phone call.
-fn read_link(state: &AppState, link: &str) -> Result<(i64, Answer), Option<LinkError>> {
-    let claim = state.alerting.signer.verify(link, now_ms()).map_err(Some)?;
+async fn read_link(state: &AppState, link: &str) -> Result<(i64, Answer), Option<LinkError>> {
+    let claim = state.alerting.signer.verify(link, now_ms()).await.map_err(Some)?;
     match claim.action {
         Action::Accept => Ok((claim.notification, Answer::Accept)),
         Action::Reject => Ok((claim.notification, Answer::Reject)),
@@ -77,7 +78,7 @@ fn bad_link(why: Option<LinkError>) -> Response {
 }
 
 async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
-    let (notification, answer) = match read_link(&state, &link) {
+    let (notification, answer) = match read_link(&state, &link).await {
         Ok(read) => read,
         Err(why) => return bad_link(why),
     };
@@ -100,7 +101,7 @@ async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
 }
 
 async fn use_link(State(state): Shared, Path(link): Path<String>) -> Response {
-    let (notification, answer) = match read_link(&state, &link) {
+    let (notification, answer) = match read_link(&state, &link).await {
         Ok(read) => read,
         Err(why) => return bad_link(why),
     };
@@ -153,10 +154,13 @@ async fn twilio_callback(
         }
         Err(e) => return ApiError::bad_request("invalid_body", e.body_text()).into_response(),
     };
-    let claim = match state.alerting.signer.verify(&link, now_ms()) {
+    let claim = match state.alerting.signer.verify(&link, now_ms()).await {
         Ok(claim) if claim.action == Action::Call => claim,
         Ok(_) => return twiml(StatusCode::FORBIDDEN, "This link is not for calls."),
         Err(LinkError::Expired) => return twiml(StatusCode::GONE, "This alert expired."),
+        Err(LinkError::Unavailable) => {
+            return twiml(StatusCode::SERVICE_UNAVAILABLE, "Tocsin could not check this link. Please try again.");
+        }
         Err(_) => return twiml(StatusCode::FORBIDDEN, "This link is not valid."),
     };
     let answer = match form.get("Digits").map(String::as_str) {

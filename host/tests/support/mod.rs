@@ -51,7 +51,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let test_db = TestDb::new(backend).await;
-    let db = Db::connect(&test_db.url).await.expect("connecting to the test database");
+    // The test's own handle on the database seals and opens with the
+    // server's key.
+    let secrets_key = tocsin::secrets::Keyring::generate();
+    let keys = tocsin::secrets::Keyring::from_keys([secrets_key.as_str()]).unwrap();
+    let db = Db::connect(&test_db.url, keys).await.expect("connecting to the test database");
     let (admin, hash) = tocsin::auth::mint("test-admin", Role::Admin, "test setup");
     let mut tx = db.writer().begin().await.unwrap();
     store::tokens::create(&mut tx, &admin.info, &hash).await.unwrap();
@@ -64,6 +68,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
         listen: listener.local_addr().unwrap(),
         data_dir: data.path().to_path_buf(),
         database_url: Some(Secret::new(test_db.url.clone())),
+        secrets_key: Some(Secret::new(secrets_key)),
         location: "test".into(),
         node_name: "test-node".into(),
         min_interval: Duration::from_secs(1),
