@@ -92,8 +92,11 @@ impl LinkKey {
         format!("{signed}.{tag}")
     }
 
-    /// The claim of `link`, which [`key_of`] said this key signed.
+    /// The claim of `link`, if this key signed it.
     pub fn verify(&self, link: &str, now: Millis) -> Result<Claim, LinkError> {
+        if key_of(link)? != self.id {
+            return Err(LinkError::Forged);
+        }
         let (signed, tag) = link.rsplit_once('.').ok_or(LinkError::Malformed)?;
         let payload = signed.rsplit('.').next().unwrap_or(signed);
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Malformed)?;
