@@ -166,10 +166,11 @@ impl Keyring {
     /// The text a sealed value stands for.
     pub fn open(&self, sealed: &str) -> Result<String, SecretsError> {
         let (id, body) = sealed_parts(sealed)?;
-        let key = self.keys.iter().find(|k| k.id == id).ok_or_else(|| SecretsError::UnknownKey {
-            needed: id.to_string(),
-            have: self.ids().join(", "),
-        })?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| SecretsError::UnknownKey { needed: id.to_string(), have: self.ids().join(", ") })?;
         let bytes = STANDARD_NO_PAD.decode(body).map_err(|e| SecretsError::Malformed(e.to_string()))?;
         if bytes.len() < NONCE_LEN {
             return Err(SecretsError::Malformed("too short".into()));

@@ -38,12 +38,12 @@ use crate::cluster::bulletin::Bulletin;
 use crate::cluster::coordinator::Coordinator;
 use crate::cluster::serving::{LocalLink, Serving};
 use crate::config::{Secret, ServeConfig};
-use crate::secrets::Keyring;
 use crate::metrics::Metrics;
 use crate::model::now_ms;
 use crate::node::buffer::MemoryBuffer;
 use crate::node::runner::{self, NodeSetup};
 use crate::node::{AssignedCheck, Identity, PluginSource};
+use crate::secrets::Keyring;
 use crate::store::{self, Db};
 use crate::sync;
 

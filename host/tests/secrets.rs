@@ -116,7 +116,11 @@ async fn older_version_state(db: &Db) -> String {
     store::checks::create(&mut tx, db.keys(), &spec, "test").await.unwrap();
     tx.commit().await.unwrap();
     let clear_config = json!({"headers": {"Authorization": CHECK_HEADER}}).to_string();
-    sqlx::query("UPDATE checks SET config = $1 WHERE name = 'old'").bind(&clear_config).execute(db.writer()).await.unwrap();
+    sqlx::query("UPDATE checks SET config = $1 WHERE name = 'old'")
+        .bind(&clear_config)
+        .execute(db.writer())
+        .await
+        .unwrap();
     let gateway = json!({"name": "hook", "plugin": "webhook", "allow": [], "timeout": "10s",
         "config": {"url": format!("https://hooks.slack.com{WEBHOOK_PATH}")}});
     sqlx::query("INSERT INTO gateways (name, spec, created_at, updated_at) VALUES ('hook', $1, 0, 0)")
@@ -214,11 +218,17 @@ async fn links_outlive_a_rotation_until_their_key_is_retired(backend: Backend) {
 
     // A link naming a key that never existed, or signed with the right id
     // and the wrong key: refused.
-    let unknown = tocsin::alerting::links::LinkKey::new(99, vec![1; 32])
-        .sign(&Claim { notification: 424242, action: Action::Accept, expires_at: i64::MAX });
+    let unknown = tocsin::alerting::links::LinkKey::new(99, vec![1; 32]).sign(&Claim {
+        notification: 424242,
+        action: Action::Accept,
+        expires_at: i64::MAX,
+    });
     assert_eq!(signer.verify(&unknown, 0).await, Err(LinkError::UnknownKey));
-    let forged = tocsin::alerting::links::LinkKey::new(first.id, vec![1; 32])
-        .sign(&Claim { notification: 424242, action: Action::Accept, expires_at: i64::MAX });
+    let forged = tocsin::alerting::links::LinkKey::new(first.id, vec![1; 32]).sign(&Claim {
+        notification: 424242,
+        action: Action::Accept,
+        expires_at: i64::MAX,
+    });
     assert_eq!(signer.verify(&forged, 0).await, Err(LinkError::Forged));
 
     // Retiring drops every older key at once: the old link stops working.

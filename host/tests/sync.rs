@@ -177,9 +177,8 @@ async fn a_backup_with_another_key_stores_no_secret_it_cannot_open(backend: Back
     })
     .await;
     let before = snapshot(&backup, &backup.admin).await;
-    let (status, refused) = backup
-        .raw(Method::POST, "/api/v1/sync/recover", Some(&backup.admin), Some(json!({"from": primary_url})))
-        .await;
+    let (status, refused) =
+        backup.raw(Method::POST, "/api/v1/sync/recover", Some(&backup.admin), Some(json!({"from": primary_url}))).await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("gateway hook") && message.contains("same secrets key"), "{message}");

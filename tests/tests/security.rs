@@ -329,8 +329,11 @@ fn secrets_are_sealed_on_disk_and_a_wrong_key_stops_the_controller() {
     const HEADER: &str = "Bearer onDiskHeaderS3cret";
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let admin = Api::new(&url, &token);
-        let config = json!({"url": format!("https://hooks.slack.com{WEBHOOK_PATH}"), "headers": {"Authorization": HEADER}});
-        admin.ok(Method::POST, "/api/v1/gateways", Some(json!({"name": "hook", "plugin": "webhook", "config": config}))).await;
+        let config =
+            json!({"url": format!("https://hooks.slack.com{WEBHOOK_PATH}"), "headers": {"Authorization": HEADER}});
+        admin
+            .ok(Method::POST, "/api/v1/gateways", Some(json!({"name": "hook", "plugin": "webhook", "config": config})))
+            .await;
         let check = json!({"name": "api", "plugin": "http", "target": "https://example.com/",
             "config": {"headers": {"Authorization": HEADER}}, "paused": true});
         admin.ok(Method::POST, "/api/v1/checks", Some(check)).await;

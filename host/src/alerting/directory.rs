@@ -76,7 +76,11 @@ pub async fn get_opened<T: DeserializeOwned>(
     spec.map(|s| decode(keys, kind, name, &s)).transpose()
 }
 
-pub async fn list_opened<T: DeserializeOwned>(conn: &mut AnyConnection, keys: &Keyring, kind: Kind) -> store::Result<Vec<T>> {
+pub async fn list_opened<T: DeserializeOwned>(
+    conn: &mut AnyConnection,
+    keys: &Keyring,
+    kind: Kind,
+) -> store::Result<Vec<T>> {
     let sql = format!("SELECT name, spec FROM {} ORDER BY name", kind.table);
     let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
     rows.into_iter().map(|(name, s)| decode(keys, kind, &name, &s)).collect()

@@ -165,8 +165,9 @@ impl Signer {
 
     /// The newest key, which signs new links.
     pub async fn current(&self) -> store::Result<LinkKey> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, sealed FROM link_keys ORDER BY id DESC LIMIT 1").fetch_optional(self.db.reader()).await?;
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT id, sealed FROM link_keys ORDER BY id DESC LIMIT 1")
+            .fetch_optional(self.db.reader())
+            .await?;
         let (id, sealed) = row.ok_or_else(|| StoreError::Corrupt("there is no link key".into()))?;
         open_key(&self.db, id, &sealed)
     }

@@ -182,7 +182,8 @@ impl Deliverer {
         }
         let index = (row.gateway_index as usize) % route.gateways.len();
         let gateway = &route.gateways[index];
-        let found: Option<Gateway> = directory::get_opened(&mut conn, self.db.keys(), directory::GATEWAYS, gateway).await?;
+        let found: Option<Gateway> =
+            directory::get_opened(&mut conn, self.db.keys(), directory::GATEWAYS, gateway).await?;
         drop(conn);
         let started = Instant::now();
         let outcome = match found {

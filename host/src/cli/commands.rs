@@ -456,7 +456,8 @@ pub async fn link_key(client: &Client, out: Output, cmd: LinkKeyCommand) -> Resu
             if !rotation.dropped.is_empty() {
                 println!("Dropped keys (their links no longer work): {:?}", rotation.dropped);
             }
-            let kept: Vec<String> = rotation.keys.iter().map(|k| format!("{} ({})", k.id, format_ms(k.created_at))).collect();
+            let kept: Vec<String> =
+                rotation.keys.iter().map(|k| format!("{} ({})", k.id, format_ms(k.created_at))).collect();
             println!("Keys: {}", kept.join(", "));
         }
     }

@@ -396,8 +396,8 @@ pub async fn work(db: &Db, id: &str, now: Millis) -> Result<Vec<WorkRow>> {
 
 /// A check's stored config (text) with its secrets opened.
 fn open_config(db: &Db, check: &str, config: &str) -> Result<String> {
-    let sealed: serde_json::Value = serde_json::from_str(config)
-        .map_err(|e| super::StoreError::Corrupt(format!("check {check}: config: {e}")))?;
+    let sealed: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| super::StoreError::Corrupt(format!("check {check}: config: {e}")))?;
     let clear = db.keys().open_config(&sealed).map_err(|e| super::StoreError::Secrets(format!("check {check}"), e))?;
     Ok(clear.to_string())
 }
