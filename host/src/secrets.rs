@@ -208,12 +208,6 @@ impl Keyring {
         failed.map_or(Ok(clear), Err)
     }
 
-    /// The config opened and sealed again: every secret under the current
-    /// key (what the start-up pass writes back).
-    pub fn reseal(&self, config: &Value) -> Result<Value, SecretsError> {
-        self.open_config(config).map(|clear| self.seal_config(&clear))
-    }
-
     /// Whether `config` holds a secret in clear or one sealed under an
     /// older key (what the start-up pass rewrites).
     pub fn needs_reseal(&self, config: &Value) -> Result<bool, SecretsError> {
@@ -334,7 +328,7 @@ mod tests {
         let old = ring(&[A]).seal_config(&json!({"token": "t"}));
         let rotated = ring(&[B, A]);
         assert!(rotated.needs_reseal(&old).unwrap());
-        let again = rotated.reseal(&old).unwrap();
+        let again = rotated.seal_config(&rotated.open_config(&old).unwrap());
         assert!(!rotated.needs_reseal(&again).unwrap());
         assert_eq!(ring(&[B]).open_config(&again).unwrap(), json!({"token": "t"}));
     }

@@ -87,7 +87,7 @@ pub async fn list_opened<T: DeserializeOwned>(
 }
 
 /// The stored form of an object: a plugin config (a gateway's) sealed.
-pub fn sealed_text<T: Serialize>(keys: &Keyring, spec: &T) -> store::Result<String> {
+fn sealed_text<T: Serialize>(keys: &Keyring, spec: &T) -> store::Result<String> {
     let mut spec = serde_json::to_value(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if let Some(config) = spec.get_mut("config") {
         *config = keys.seal_config(config);
