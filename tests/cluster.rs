@@ -37,6 +37,9 @@ pub struct Controller {
 }
 
 /// Starts `tocsin serve` without a local node on `listen` (port 0 for any).
+/// The secrets key of every controller and site the tests start.
+pub const SECRETS_KEY: &str = "5ec4e75ec4e75ec4e75ec4e75ec4e75ec4e75ec4e75ec4e75ec4e75ec4e75ec4";
+
 pub fn controller(name: &str, dir: &Path, listen: &str, database_url: Option<&str>) -> Controller {
     controller_with(name, dir, listen, database_url, &[])
 }
@@ -49,6 +52,9 @@ pub fn controller_with(name: &str, dir: &Path, listen: &str, database_url: Optio
         .arg(dir)
         .arg("--config")
         .arg(controller_config(dir))
+        // Controllers sharing a database, and sites following each other,
+        // share the secrets key.
+        .env("TOCSIN_SECRETS_KEY", SECRETS_KEY)
         .env("RUST_LOG", "info");
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);

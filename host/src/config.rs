@@ -54,6 +54,11 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// `None`: SQLite in `data_dir`.
     pub database_url: Option<Secret>,
+    /// The key(s) that seal secrets at rest (`TOCSIN_SECRETS_KEY`); when
+    /// none, the key file.
+    pub secrets_key: Option<Secret>,
+    /// The secrets key file; default `<data_dir>/secrets-key`.
+    pub secrets_key_file: Option<PathBuf>,
     /// The local node's location and name.
     pub location: String,
     pub node_name: String,
@@ -86,6 +91,7 @@ pub struct ServeFile {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<Secret>,
+    pub secrets_key_file: Option<PathBuf>,
     pub location: Option<String>,
     pub node_name: Option<String>,
     #[serde(default, with = "opt_duration")]
@@ -149,6 +155,8 @@ impl Default for ServeConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid address"),
             data_dir: PathBuf::from("tocsin-data"),
             database_url: None,
+            secrets_key: None,
+            secrets_key_file: None,
             location: "local".into(),
             node_name: hostname(),
             min_interval: Duration::from_secs(5),
@@ -173,6 +181,8 @@ impl ServeConfig {
             listen: file.listen.unwrap_or(d.listen),
             data_dir: file.data_dir.unwrap_or(d.data_dir),
             database_url: file.database_url.or(d.database_url),
+            secrets_key: d.secrets_key,
+            secrets_key_file: file.secrets_key_file.or(d.secrets_key_file),
             location: file.location.unwrap_or(d.location),
             node_name: file.node_name.unwrap_or(d.node_name),
             min_interval: file.min_interval.unwrap_or(d.min_interval),

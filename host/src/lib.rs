@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod redact;
+pub mod secrets;
 pub mod server;
 pub mod slots;
 pub mod store;

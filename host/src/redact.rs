@@ -92,31 +92,52 @@ fn hidden_url(text: &str) -> Option<String> {
     carries.then(|| format!("{}/{REDACTED}", url.origin().ascii_serialization()))
 }
 
-/// The config with its secrets hidden.
-pub fn redact(config: &Value) -> Value {
-    redact_in(config, false)
+/// How a secret string is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// Not at all: `***`.
+    Hidden,
+    /// A URL: its destination only.
+    Destination,
 }
 
-fn redact_in(value: &Value, secret: bool) -> Value {
+/// Calls `f` on every secret string of a config: what [`redact`] hides and
+/// what `secrets` seals. A sealed value counts as secret wherever it is.
+pub fn for_each_secret(config: &mut Value, f: &mut dyn FnMut(&mut String, Shown)) {
+    visit(config, false, f)
+}
+
+fn visit(value: &mut Value, secret: bool, f: &mut dyn FnMut(&mut String, Shown)) {
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let inner = secret || SECRET_MAPS.contains(&k.to_ascii_lowercase().as_str());
-                    let v = if v.is_string() && (inner || is_secret(k)) {
-                        Value::from(REDACTED)
-                    } else {
-                        redact_in(v, inner)
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(|v| redact_in(v, secret)).collect()),
-        Value::String(text) if secret => Value::from(if text.is_empty() { "" } else { REDACTED }),
-        Value::String(text) => hidden_url(text).map(Value::from).unwrap_or_else(|| value.clone()),
-        other => other.clone(),
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let inner = secret || SECRET_MAPS.contains(&k.to_ascii_lowercase().as_str());
+                match v {
+                    Value::String(text) if inner || is_secret(k) => f(text, Shown::Hidden),
+                    _ => visit(v, inner, f),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| visit(v, secret, f)),
+        Value::String(text) if secret || crate::secrets::is_sealed(text) => f(text, Shown::Hidden),
+        Value::String(text) if hidden_url(text).is_some() => f(text, Shown::Destination),
+        _ => {}
     }
+}
+
+/// The config with its secrets hidden (an empty one stays empty: it hides
+/// nothing).
+pub fn redact(config: &Value) -> Value {
+    let mut shown = config.clone();
+    for_each_secret(&mut shown, &mut |text, how| {
+        if !text.is_empty() {
+            *text = match how {
+                Shown::Hidden => REDACTED.to_string(),
+                Shown::Destination => hidden_url(text).unwrap_or_else(|| REDACTED.to_string()),
+            };
+        }
+    });
+    shown
 }
 
 /// Puts the stored secrets back where `new` holds their hidden form.
@@ -137,6 +158,12 @@ fn restore_at(new: &mut Value, old: Option<&Value>, at: &str) -> Result<(), Stri
             for (i, v) in items.iter_mut().enumerate() {
                 restore_at(v, old.and_then(|o| o.get(i)), &format!("{at}[{i}]"))?;
             }
+        }
+        Value::String(text) if crate::secrets::is_sealed(text) => {
+            return Err(format!(
+                "{at}: values starting with `{}` are sealed secrets, which only Tocsin writes: send the secret itself",
+                crate::secrets::PREFIX
+            ));
         }
         Value::String(text) if text == REDACTED => match old.and_then(Value::as_str) {
             Some(stored) => *text = stored.to_string(),

@@ -37,12 +37,13 @@ use crate::catalog::Catalog;
 use crate::cluster::bulletin::Bulletin;
 use crate::cluster::coordinator::Coordinator;
 use crate::cluster::serving::{LocalLink, Serving};
-use crate::config::ServeConfig;
+use crate::config::{Secret, ServeConfig};
 use crate::metrics::Metrics;
 use crate::model::now_ms;
 use crate::node::buffer::MemoryBuffer;
 use crate::node::runner::{self, NodeSetup};
 use crate::node::{AssignedCheck, Identity, PluginSource};
+use crate::secrets::Keyring;
 use crate::store::{self, Db};
 use crate::sync;
 
@@ -59,14 +60,29 @@ pub async fn serve(
     }
     #[cfg(feature = "testing")]
     api::testing::from_env()?;
+    let keys = Keyring::load(
+        config.secrets_key.as_ref().map(Secret::expose),
+        config.secrets_key_file.as_deref(),
+        &config.data_dir,
+    )?;
     let db = match &config.database_url {
-        Some(url) => {
-            Db::connect(url.expose()).await.with_context(|| format!("opening the database {}", url.redacted_url()))?
-        }
-        None => Db::open_dir(&config.data_dir)
+        Some(url) => Db::connect(url.expose(), keys)
+            .await
+            .with_context(|| format!("opening the database {}", url.redacted_url()))?,
+        None => Db::open_dir(&config.data_dir, keys)
             .await
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?,
     };
+    // Before anything reads a secret: a controller with the wrong key stops
+    // here, having changed nothing.
+    let sealing = store::sealing::run(&db).await.context("checking the stored secrets against the secrets key")?;
+    tracing::info!(
+        key = db.keys().current(),
+        sealed = sealing.sealed,
+        link_keys = sealing.link_keys,
+        feed_entries_dropped = sealing.feed_dropped,
+        "stored secrets are sealed with the secrets key"
+    );
     let mut runtime_config = config.runtime.clone();
     runtime_config.cache_dir.get_or_insert_with(|| config.data_dir.join("plugin-cache"));
     // The node inside the controller must not probe the controller itself.

@@ -286,7 +286,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         assert_eq!(response.status().as_u16(), status, "{link}");
     }
     let signer = tocsin::alerting::links::Signer::load(&app.db).await.unwrap();
-    let expired = signer.sign(&tocsin::alerting::links::Claim {
+    let expired = signer.current().await.unwrap().sign(&tocsin::alerting::links::Claim {
         notification: 1,
         action: tocsin::alerting::links::Action::Accept,
         expires_at: 1,

@@ -52,7 +52,8 @@ async fn hand_over(db: &Db, check_id: i64, node: &str, from_slot: i64) {
 
 async fn db(backend: Backend) -> (Db, TestDb) {
     let test_db = TestDb::new(backend).await;
-    (Db::connect(&test_db.url).await.unwrap(), test_db)
+    let keys = tocsin::secrets::Keyring::from_keys([tocsin::secrets::Keyring::generate().as_str()]).unwrap();
+    (Db::connect(&test_db.url, keys).await.unwrap(), test_db)
 }
 
 async fn check(db: &Db, name: &str) -> i64 {
@@ -60,7 +61,7 @@ async fn check(db: &Db, name: &str) -> i64 {
         serde_json::from_value(serde_json::json!({"name": name, "plugin": "http", "target": "https://example.com"}))
             .unwrap();
     let mut tx = db.writer().begin().await.unwrap();
-    let check = store::checks::create(&mut tx, &spec, "test").await.unwrap();
+    let check = store::checks::create(&mut tx, db.keys(), &spec, "test").await.unwrap();
     tx.commit().await.unwrap();
     check.id
 }

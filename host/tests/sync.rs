@@ -66,12 +66,18 @@ async fn every_kind_reaches_the_follower_identically(backend: Backend) {
     )
     .await;
 
+    // Secrets travel sealed: the feed and the snapshot carry none in clear.
+    let feed = ok(&primary, &token, Method::GET, "/api/v1/sync/feed?after=0", None).await.to_string();
+    assert!(!feed.contains("hooks.example.com/x") && feed.contains("enc:v1:"), "{feed}");
+
     let sync_token = token.clone();
     let primary_url = primary.url.clone();
+    let same_key = primary.secrets_key.clone();
     let backup = spawn_app_with(backend, move |c| {
         allow_loopback(c);
         c.sync.token = Some(Secret::new(sync_token));
         c.sync.site = Some("backup".into());
+        c.secrets_key = Some(Secret::new(same_key));
     })
     .await;
     // The backup took a change of its own (its first admin token), at the
@@ -155,4 +161,28 @@ async fn every_kind_reaches_the_follower_identically(backend: Backend) {
     primary.stop().await;
 }
 
-both!(every_kind_reaches_the_follower_identically);
+both!(every_kind_reaches_the_follower_identically, a_backup_with_another_key_stores_no_secret_it_cannot_open);
+
+async fn a_backup_with_another_key_stores_no_secret_it_cannot_open(backend: Backend) {
+    let primary = spawn_app_with(backend, allow_loopback).await;
+    let token = primary.admin.clone();
+    let gateway = json!({"name": "hook", "plugin": "webhook", "config": {"url": "https://hooks.example.com/s3cret"}});
+    ok(&primary, &token, Method::POST, "/api/v1/gateways", Some(gateway)).await;
+    let (sync_token, primary_url) = (token.clone(), primary.url.clone());
+    // A key of its own (spawn_app's default): not the primary's.
+    let backup = spawn_app_with(backend, move |c| {
+        allow_loopback(c);
+        c.sync.token = Some(Secret::new(sync_token));
+        c.sync.site = Some("backup".into());
+    })
+    .await;
+    let before = snapshot(&backup, &backup.admin).await;
+    let (status, refused) =
+        backup.raw(Method::POST, "/api/v1/sync/recover", Some(&backup.admin), Some(json!({"from": primary_url}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("gateway hook") && message.contains("same secrets key"), "{message}");
+    assert_eq!(snapshot(&backup, &backup.admin).await, before, "nothing was stored");
+    backup.stop().await;
+    primary.stop().await;
+}

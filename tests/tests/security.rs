@@ -368,6 +368,7 @@ fn scoped_tokens_do_their_one_job() {
         let audit = admin.ok(Method::GET, "/api/v1/audit?limit=1000", None).await;
         assert_eq!(audit.as_array().unwrap().len(), audit_before, "nothing was changed: {audit}");
     });
+}
 
 #[test]
 fn a_thousand_slow_checks_do_not_delay_an_alert() {
@@ -458,4 +459,67 @@ fn a_thousand_slow_checks_do_not_delay_an_alert() {
         drop(silent);
     });
     assert_eq!(server.proc.unexpected_errors(&[]), Vec::<String>::new());
+}
+
+#[test]
+fn secrets_are_sealed_on_disk_and_a_wrong_key_stops_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let url = server.url.clone();
+    let token = server.token.clone();
+    const WEBHOOK_PATH: &str = "/services/T0001/B0002/onDiskWebhookS3cret";
+    const HEADER: &str = "Bearer onDiskHeaderS3cret";
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let admin = Api::new(&url, &token);
+        let config =
+            json!({"url": format!("https://hooks.slack.com{WEBHOOK_PATH}"), "headers": {"Authorization": HEADER}});
+        admin
+            .ok(Method::POST, "/api/v1/gateways", Some(json!({"name": "hook", "plugin": "webhook", "config": config})))
+            .await;
+        let check = json!({"name": "api", "plugin": "http", "target": "https://example.com/",
+            "config": {"headers": {"Authorization": HEADER}}, "paused": true});
+        admin.ok(Method::POST, "/api/v1/checks", Some(check)).await;
+    });
+    let key_file = data.join("secrets-key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key file is private");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    server.proc.terminate(Duration::from_secs(20));
+
+    // The database's bytes (with its WAL) hold no secret and no key.
+    let mut bytes = Vec::new();
+    for file in ["tocsin.db", "tocsin.db-wal"] {
+        bytes.extend(std::fs::read(data.join(file)).unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for secret in ["onDiskWebhookS3cret", "onDiskHeaderS3cret", key.trim()] {
+        assert!(!text.contains(secret), "the database file holds {secret:?} in clear");
+    }
+    assert!(text.contains("enc:v1:"), "the secrets are in it, sealed");
+
+    // Another key: the controller says so and stops, changing nothing.
+    let wrong = dir.path().join("wrong-key");
+    std::fs::write(&wrong, "0101010101010101010101010101010101010101010101010101010101010101\n").unwrap();
+    let mut cmd = std::process::Command::new(tocsin_e2e::binary("tocsin"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--secrets-key-file")
+        .arg(&wrong)
+        .env("RUST_LOG", "info");
+    let mut refused = tocsin_e2e::Proc::spawn("serve-wrong-key", cmd);
+    refused.wait_for("same secrets key", Duration::from_secs(60));
+    let status = refused.wait(Duration::from_secs(60));
+    assert!(!status.success(), "a controller with the wrong key ran: {}", refused.log());
+    let log = refused.log();
+    assert!(log.contains("which this controller does not have") && log.contains("same secrets key"), "{log}");
+    assert!(!log.contains("listening on"), "{log}");
+
+    // The right key (the data directory's file) opens them again.
+    let server = Server::start(&data, &[]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let admin = Api::new(&server.url, &token);
+        let shown = admin.ok(Method::GET, "/api/v1/gateways/hook", None).await;
+        assert_eq!(shown["config"]["url"], "https://hooks.slack.com/***", "{shown}");
+    });
 }

@@ -85,6 +85,9 @@ struct Controller {
     name: String,
 }
 
+/// The secrets key the bench's controllers share (a throwaway database).
+const BENCH_SECRETS_KEY: &str = "be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c";
+
 async fn controller(tocsin: &Path, name: &str, dir: &Path, db: &str) -> anyhow::Result<Controller> {
     std::fs::create_dir_all(dir)?;
     let config = dir.join("controller.toml");
@@ -94,6 +97,8 @@ async fn controller(tocsin: &Path, name: &str, dir: &Path, db: &str) -> anyhow::
         .arg(dir)
         .arg("--config")
         .arg(&config)
+        // The controllers share one database, so one secrets key.
+        .env("TOCSIN_SECRETS_KEY", BENCH_SECRETS_KEY)
         .env("RUST_LOG", "warn");
     let proc = Proc::spawn(cmd)?;
     let line = proc.wait_for("listening on http://", Duration::from_secs(120)).await?;

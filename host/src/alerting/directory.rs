@@ -11,6 +11,7 @@ use tocsin_runtime::{Grant, PluginKind};
 use super::model::{CHANNELS, Contact, Gateway, Maintenance, Policy, Route, Step};
 use crate::catalog::Catalog;
 use crate::model::Millis;
+use crate::secrets::Keyring;
 use crate::store::{self, Db, StoreError};
 
 /// A kind of configuration object and its table.
@@ -28,6 +29,23 @@ pub const GATEWAYS: Kind = Kind { table: "gateways", noun: "gateway", key: "gate
 pub const ROUTES: Kind = Kind { table: "routes", noun: "route", key: "route" };
 pub const MAINTENANCE: Kind = Kind { table: "maintenance", noun: "maintenance window", key: "maintenance" };
 
+/// A stored object's JSON with its config's secrets opened.
+fn open(keys: &Keyring, kind: Kind, name: &str, text: &str) -> store::Result<Value> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{} {name}: {e}", kind.noun));
+    let mut spec: Value = serde_json::from_str(text).map_err(corrupt)?;
+    if let Some(config) = spec.get_mut("config") {
+        *config = keys.open_config(config).map_err(|e| StoreError::Secrets(format!("{} {name}", kind.noun), e))?;
+    }
+    Ok(spec)
+}
+
+fn decode<T: DeserializeOwned>(keys: &Keyring, kind: Kind, name: &str, text: &str) -> store::Result<T> {
+    let spec = open(keys, kind, name, text)?;
+    serde_json::from_value(spec).map_err(|e| StoreError::Corrupt(format!("{} {name}: {e}", kind.noun)))
+}
+
+/// An object as stored, a gateway's secrets left sealed: for kinds without
+/// secrets and reads that do not use them (existence, names).
 pub async fn get<T: DeserializeOwned>(conn: &mut AnyConnection, kind: Kind, name: &str) -> store::Result<Option<T>> {
     let sql = format!("SELECT spec FROM {} WHERE name = $1", kind.table);
     let spec: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(conn).await?;
@@ -45,18 +63,51 @@ pub async fn list<T: DeserializeOwned>(conn: &mut AnyConnection, kind: Kind) -> 
         .collect()
 }
 
+/// An object with a gateway's secrets opened: what the API shows (hidden)
+/// and the deliverer uses.
+pub async fn get_opened<T: DeserializeOwned>(
+    conn: &mut AnyConnection,
+    keys: &Keyring,
+    kind: Kind,
+    name: &str,
+) -> store::Result<Option<T>> {
+    let sql = format!("SELECT spec FROM {} WHERE name = $1", kind.table);
+    let spec: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(conn).await?;
+    spec.map(|s| decode(keys, kind, name, &s)).transpose()
+}
+
+pub async fn list_opened<T: DeserializeOwned>(
+    conn: &mut AnyConnection,
+    keys: &Keyring,
+    kind: Kind,
+) -> store::Result<Vec<T>> {
+    let sql = format!("SELECT name, spec FROM {} ORDER BY name", kind.table);
+    let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
+    rows.into_iter().map(|(name, s)| decode(keys, kind, &name, &s)).collect()
+}
+
+/// The stored form of an object: a plugin config (a gateway's) sealed.
+fn sealed_text<T: Serialize>(keys: &Keyring, spec: &T) -> store::Result<String> {
+    let mut spec = serde_json::to_value(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(config) = spec.get_mut("config") {
+        *config = keys.seal_config(config);
+    }
+    Ok(spec.to_string())
+}
+
 /// Creates (`replace` false: a conflict if it exists) or replaces (`replace`
 /// true: not found if it does not) an object; returns what it replaced.
 pub async fn put<T: Serialize>(
     conn: &mut AnyConnection,
+    keys: &Keyring,
     kind: Kind,
     name: &str,
     spec: &T,
     replace: bool,
     now: Millis,
 ) -> store::Result<Option<Value>> {
-    let before: Option<Value> = get(conn, kind, name).await?;
-    let text = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let before: Option<Value> = get_opened(conn, keys, kind, name).await?;
+    let text = sealed_text(keys, spec)?;
     match (&before, replace) {
         (Some(_), false) => return Err(StoreError::Conflict(format!("{} {name} already exists", kind.noun))),
         (None, true) => return Err(StoreError::NotFound(format!("{} {name}", kind.noun))),
@@ -74,8 +125,8 @@ pub async fn put<T: Serialize>(
 }
 
 /// Deletes an object; returns it.
-pub async fn delete(conn: &mut AnyConnection, kind: Kind, name: &str) -> store::Result<Value> {
-    let before: Option<Value> = get(conn, kind, name).await?;
+pub async fn delete(conn: &mut AnyConnection, keys: &Keyring, kind: Kind, name: &str) -> store::Result<Value> {
+    let before: Option<Value> = get_opened(conn, keys, kind, name).await?;
     let Some(before) = before else { return Err(StoreError::NotFound(format!("{} {name}", kind.noun))) };
     let sql = format!("DELETE FROM {} WHERE name = $1", kind.table);
     sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).execute(conn).await?;

@@ -18,7 +18,7 @@ use sqlx::AnyConnection;
 use tocsin_runtime::{Contact, Delivery, DeliveryCall, Event, Grant, Links, Notification};
 
 use super::incidents::record;
-use super::links::{Action, Claim, Signer};
+use super::links::{Action, Claim, LinkKey, Signer};
 use super::model::{Gateway, GatewayTotals, Route};
 use super::{Rules, directory, suppress};
 use crate::catalog::Catalog;
@@ -182,7 +182,8 @@ impl Deliverer {
         }
         let index = (row.gateway_index as usize) % route.gateways.len();
         let gateway = &route.gateways[index];
-        let found: Option<Gateway> = directory::get(&mut conn, directory::GATEWAYS, gateway).await?;
+        let found: Option<Gateway> =
+            directory::get_opened(&mut conn, self.db.keys(), directory::GATEWAYS, gateway).await?;
         drop(conn);
         let started = Instant::now();
         let outcome = match found {
@@ -190,7 +191,8 @@ impl Deliverer {
                 Outcome::Failed { message: format!("gateway {gateway} does not exist"), retry: false, failover: true }
             }
             Some(g) => {
-                let notification = self.notification(row, &title, &message, &severity);
+                let key = self.signer.current().await?;
+                let notification = self.notification(row, &key, &title, &message, &severity);
                 self.call(&g, notification).await
             }
         };
@@ -226,10 +228,10 @@ impl Deliverer {
         }
     }
 
-    fn notification(&self, row: &Row, title: &str, message: &str, severity: &str) -> Notification {
+    fn notification(&self, row: &Row, key: &LinkKey, title: &str, message: &str, severity: &str) -> Notification {
         let base = self.rules.public_url.trim_end_matches('/');
         let expires_at = crate::model::now_ms() + self.rules.link_ttl.as_millis() as i64;
-        let link = |action| self.signer.sign(&Claim { notification: row.id, action, expires_at });
+        let link = |action| key.sign(&Claim { notification: row.id, action, expires_at });
         let event = match row.event.as_str() {
             "escalated" => Event::Escalated,
             "acknowledged" => Event::Acknowledged,

@@ -136,6 +136,7 @@ pub const MATRIX: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/tokens", ADMIN),
     ("DELETE", "/api/v1/tokens/{id}", ADMIN),
     ("GET", "/api/v1/audit", ADMIN),
+    ("POST", "/api/v1/link-keys/rotate", ADMIN),
     ("GET", "/api/v1/sync/feed", ADMIN),
     ("GET", "/api/v1/sync/snapshot", ADMIN),
     ("GET", "/api/v1/sync/plugins/{sha256}", ADMIN),

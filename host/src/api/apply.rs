@@ -123,13 +123,13 @@ async fn apply(
     let mut tx = state.db.writer().begin().await?;
     for spec in &wanted {
         if plan.created.contains(&spec.name) {
-            store::checks::create(&mut tx, spec, &actor).await?;
+            store::checks::create(&mut tx, state.db.keys(), spec, &actor).await?;
         } else if plan.updated.iter().any(|u| u.name == spec.name) {
-            store::checks::update(&mut tx, &spec.name, spec, &actor).await?;
+            store::checks::update(&mut tx, state.db.keys(), &spec.name, spec, &actor).await?;
         }
     }
     for name in &plan.deleted {
-        store::checks::delete(&mut tx, name, &actor).await?;
+        store::checks::delete(&mut tx, state.db.keys(), name, &actor).await?;
     }
     tx.commit().await?;
     state.changes.notify_one();

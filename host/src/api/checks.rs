@@ -292,7 +292,7 @@ async fn create_check(
     let spec = validate(&state, spec).await?;
     authorize_grants(&state, &caller, &spec, &[])?;
     let mut tx = state.db.writer().begin().await?;
-    let check = store::checks::create(&mut tx, &spec, &caller.actor()).await?;
+    let check = store::checks::create(&mut tx, state.db.keys(), &spec, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     tracing::info!(check = %check.spec.name, plugin = %check.spec.plugin, actor = %caller.actor(), "check created");
@@ -319,7 +319,7 @@ async fn update_check(
     let spec = validate(&state, spec).await?;
     authorize_grants(&state, &caller, &spec, &stored.allow)?;
     let mut tx = state.db.writer().begin().await?;
-    let check = store::checks::update(&mut tx, &name, &spec, &caller.actor()).await?;
+    let check = store::checks::update(&mut tx, state.db.keys(), &name, &spec, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     Ok(axum::Json(shown(check)))
@@ -329,7 +329,7 @@ async fn update_check(
     responses((status = 204, description = "Done"), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn delete_check(State(state): Shared, caller: Caller, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     let mut tx = state.db.writer().begin().await?;
-    store::checks::delete(&mut tx, &name, &caller.actor()).await?;
+    store::checks::delete(&mut tx, state.db.keys(), &name, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     Ok(StatusCode::NO_CONTENT)
@@ -362,7 +362,7 @@ async fn set_paused(
     paused: bool,
 ) -> Result<axum::Json<Check>, ApiError> {
     let mut tx = state.db.writer().begin().await?;
-    let check = store::checks::set_paused(&mut tx, &name, paused, &caller.actor()).await?;
+    let check = store::checks::set_paused(&mut tx, state.db.keys(), &name, paused, &caller.actor()).await?;
     tx.commit().await?;
     state.changes.notify_one();
     Ok(axum::Json(shown(check)))

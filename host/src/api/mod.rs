@@ -16,6 +16,7 @@ mod contract;
 mod drain;
 pub mod error;
 mod incidents;
+mod link_keys;
 mod node;
 mod nodes;
 mod oncall;
@@ -134,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(alerts::routes())
         .merge(respond::routes())
         .merge(silences::routes())
+        .merge(link_keys::routes())
         .merge(sync::routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();

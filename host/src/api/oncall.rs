@@ -124,13 +124,13 @@ fn refused(kind: Kind, e: Invalid) -> ApiError {
 
 async fn list<R: Resource>(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let mut conn = state.db.reader().acquire().await?;
-    let all: Vec<Value> = directory::list(&mut conn, R::KIND).await?;
+    let all: Vec<Value> = directory::list_opened(&mut conn, state.db.keys(), R::KIND).await?;
     Ok(all.into_iter().map(R::shown).collect())
 }
 
 async fn show<R: Resource>(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let mut conn = state.db.reader().acquire().await?;
-    let found: Option<Value> = directory::get(&mut conn, R::KIND, name).await?;
+    let found: Option<Value> = directory::get_opened(&mut conn, state.db.keys(), R::KIND, name).await?;
     found.map(R::shown).ok_or_else(|| ApiError::not_found(format!("{} {name} not found", R::KIND.noun)))
 }
 
@@ -149,10 +149,10 @@ async fn put<R: Resource>(
         ));
     }
     let mut tx = state.db.writer().begin().await?;
-    let existing: Option<Value> = directory::get(&mut tx, R::KIND, object.name()).await?;
+    let existing: Option<Value> = directory::get_opened(&mut tx, state.db.keys(), R::KIND, object.name()).await?;
     object.validate(state, &mut tx, existing.as_ref()).await.map_err(|e| refused(R::KIND, e))?;
     let name = object.name().to_string();
-    let before = directory::put(&mut tx, R::KIND, &name, &object, path.is_some(), now_ms()).await?;
+    let before = directory::put(&mut tx, state.db.keys(), R::KIND, &name, &object, path.is_some(), now_ms()).await?;
     let after = serde_json::to_value(&object).ok().map(R::shown);
     let action = format!("{}.{}", R::KIND.key, if path.is_some() { "update" } else { "create" });
     let change = Change {
@@ -179,7 +179,7 @@ async fn remove<R: Resource>(state: &AppState, caller: &Caller, name: &str) -> R
             format!("{} {name} is in use by {}", R::KIND.noun, users.join(", ")),
         ));
     }
-    let before = directory::delete(&mut tx, R::KIND, name).await?;
+    let before = directory::delete(&mut tx, state.db.keys(), R::KIND, name).await?;
     let action = format!("{}.delete", R::KIND.key);
     let change = Change {
         actor: &caller.actor(),

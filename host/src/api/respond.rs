@@ -53,6 +53,7 @@ fn page(status: StatusCode, heading: &str, text: &str, action: Option<&str>) -> 
 fn link_problem(e: &LinkError) -> Response {
     let status = match e {
         LinkError::Expired => StatusCode::GONE,
+        LinkError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::FORBIDDEN,
     };
     page(status, "This link does not work", &e.to_string(), None)
@@ -60,8 +61,8 @@ fn link_problem(e: &LinkError) -> Response {
 
 /// The notification and answer a link stands for; `None` for a link made
 /// for a phone call.
-fn read_link(state: &AppState, link: &str) -> Result<(i64, Answer), Option<LinkError>> {
-    let claim = state.alerting.signer.verify(link, now_ms()).map_err(Some)?;
+async fn read_link(state: &AppState, link: &str) -> Result<(i64, Answer), Option<LinkError>> {
+    let claim = state.alerting.signer.verify(link, now_ms()).await.map_err(Some)?;
     match claim.action {
         Action::Accept => Ok((claim.notification, Answer::Accept)),
         Action::Reject => Ok((claim.notification, Answer::Reject)),
@@ -78,7 +79,7 @@ fn bad_link(why: Option<LinkError>) -> Response {
 }
 
 async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
-    let (notification, answer) = match read_link(&state, &link) {
+    let (notification, answer) = match read_link(&state, &link).await {
         Ok(read) => read,
         Err(why) => return bad_link(why),
     };
@@ -101,7 +102,7 @@ async fn show_link(State(state): Shared, Path(link): Path<String>) -> Response {
 }
 
 async fn use_link(State(state): Shared, Path(link): Path<String>) -> Response {
-    let (notification, answer) = match read_link(&state, &link) {
+    let (notification, answer) = match read_link(&state, &link).await {
         Ok(read) => read,
         Err(why) => return bad_link(why),
     };
@@ -159,10 +160,13 @@ async fn twilio_callback(
         }
         Err(e) => return ApiError::bad_request("invalid_body", e.body_text()).into_response(),
     };
-    let claim = match state.alerting.signer.verify(&link, now_ms()) {
+    let claim = match state.alerting.signer.verify(&link, now_ms()).await {
         Ok(claim) if claim.action == Action::Call => claim,
         Ok(_) => return twiml(StatusCode::FORBIDDEN, "This link is not for calls."),
         Err(LinkError::Expired) => return twiml(StatusCode::GONE, "This alert expired."),
+        Err(LinkError::Unavailable) => {
+            return twiml(StatusCode::SERVICE_UNAVAILABLE, "Tocsin could not check this link. Please try again.");
+        }
         Err(_) => return twiml(StatusCode::FORBIDDEN, "This link is not valid."),
     };
     let url = format!("{}/api/v1/callbacks/twilio/{link}", state.alerting.rules.public_url.trim_end_matches('/'));
@@ -216,7 +220,7 @@ async fn twilio_callback(
 async fn auth_tokens(state: &AppState, account: Option<&str>) -> Result<Vec<String>, crate::store::StoreError> {
     let Some(account) = account else { return Ok(Vec::new()) };
     let mut conn = state.db.reader().acquire().await?;
-    let gateways: Vec<Gateway> = directory::list(&mut conn, directory::GATEWAYS).await?;
+    let gateways: Vec<Gateway> = directory::list_opened(&mut conn, state.db.keys(), directory::GATEWAYS).await?;
     let field = |g: &Gateway, name: &str| g.config.get(name).and_then(|v| v.as_str()).map(str::to_string);
     Ok(gateways
         .iter()

@@ -437,6 +437,37 @@ pub async fn token(client: &Client, out: Output, cmd: TokenCommand) -> Result<()
     Ok(())
 }
 
+#[derive(Subcommand)]
+pub enum LinkKeyCommand {
+    /// Sign links with a new key from now on; older keys stay until their
+    /// links expire.
+    Rotate {
+        /// Drop every older key now: links already sent stop working (for
+        /// a key that leaked).
+        #[arg(long)]
+        retire: bool,
+    },
+}
+
+pub async fn link_key(client: &Client, out: Output, cmd: LinkKeyCommand) -> Result<(), CliError> {
+    let LinkKeyCommand::Rotate { retire } = cmd;
+    let rotation: crate::alerting::links::Rotation =
+        client.send(Method::POST, "/api/v1/link-keys/rotate", &serde_json::json!({ "retire": retire })).await?;
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rotation).unwrap_or_default()),
+        Output::Table => {
+            println!("Links are signed with key {} from now on.", rotation.id);
+            if !rotation.dropped.is_empty() {
+                println!("Dropped keys (their links no longer work): {:?}", rotation.dropped);
+            }
+            let kept: Vec<String> =
+                rotation.keys.iter().map(|k| format!("{} ({})", k.id, format_ms(k.created_at))).collect();
+            println!("Keys: {}", kept.join(", "));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct AuditArgs {
     #[arg(long, default_value_t = 50)]

@@ -79,6 +79,9 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Show the audit trail (admin).
     Audit(commands::AuditArgs),
+    /// The key that signs response links (admin): rotate it.
+    #[command(subcommand)]
+    LinkKey(commands::LinkKeyCommand),
     /// Run a probe node (`--controller URL --location NAME`), or manage nodes (`list`, `drain`, ...).
     Node(node::NodeArgs),
     /// Incidents: list, show with the timeline, ack, reject, resolve.
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(cmd) => commands::token(&client, out, cmd).await,
         Command::Apply(args) => apply::run(&client, out, args).await,
         Command::Audit(args) => commands::audit(&client, out, args).await,
+        Command::LinkKey(cmd) => commands::link_key(&client, out, cmd).await,
         Command::Node(args) => node::run(args, &client, cli.client.token.clone(), out).await,
         Command::Incident(cmd) => alerting::incident(&client, out, cmd).await,
         Command::Alert(cmd) => alerting::alert(&client, out, cmd).await,

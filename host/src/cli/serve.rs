@@ -20,6 +20,16 @@ pub struct ServeArgs {
     /// `postgres://...` to use PostgreSQL instead of SQLite.
     #[arg(long, env = "TOCSIN_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// The file holding the key that seals secrets at rest (default
+    /// `<data-dir>/secrets-key`, made at the first start). Every controller
+    /// and site of a cluster needs the same key.
+    #[arg(long, env = "TOCSIN_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// The secrets key itself, instead of the file: 64 hex digits or base64
+    /// (several comma-separated, the sealing one first). Give it in the
+    /// environment: a flag shows in every process listing.
+    #[arg(long, env = "TOCSIN_SECRETS_KEY", hide_env_values = true)]
+    secrets_key: Option<String>,
     /// A TOML file of settings (flags win over it).
     #[arg(long, env = "TOCSIN_CONFIG")]
     config: Option<PathBuf>,
@@ -75,6 +85,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(url) = args.database_url {
         config.database_url = Some(Secret::new(url));
+    }
+    if let Some(path) = args.secrets_key_file {
+        config.secrets_key_file = Some(path);
+    }
+    if let Some(key) = args.secrets_key {
+        config.secrets_key = Some(Secret::new(key));
     }
     if let Some(location) = args.location {
         config.location = location;

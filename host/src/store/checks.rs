@@ -7,6 +7,7 @@ use sqlx::AnyConnection;
 use super::audit::{self, Change};
 use super::{Col, Db, Dialect, Result, StoreError, is_unique_violation, join_list, split_list};
 use crate::model::{Check, CheckSpec, CheckStatus, Millis, now_ms};
+use crate::secrets::Keyring;
 
 const COLUMNS: &str = "id, name, description, plugin, plugin_version, target, config, interval_ms, timeout_ms, \
                        locations, tags, allow, paused, confirm, policy, status, status_since, last_run_at, \
@@ -38,9 +39,11 @@ struct Row {
 }
 
 impl Row {
-    fn into_check(self) -> Result<Check> {
+    /// The check with its config's secrets opened.
+    fn into_check(self, keys: &Keyring) -> Result<Check> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("check {}: {what}", self.name));
-        let config = serde_json::from_str(&self.config).map_err(|e| corrupt(&format!("config: {e}")))?;
+        let sealed = serde_json::from_str(&self.config).map_err(|e| corrupt(&format!("config: {e}")))?;
+        let config = keys.open_config(&sealed).map_err(|e| StoreError::Secrets(format!("check {}", self.name), e))?;
         let status = CheckStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?;
         let plugin = match &self.plugin_version {
             Some(v) => format!("{}@{v}", self.plugin),
@@ -82,13 +85,13 @@ pub fn split_plugin(plugin: &str) -> (&str, Option<&str>) {
 }
 
 pub async fn get(db: &Db, name: &str) -> Result<Check> {
-    get_in(&mut *db.reader().acquire().await?, name).await
+    get_in(&mut *db.reader().acquire().await?, db.keys(), name).await
 }
 
-async fn get_in(conn: &mut AnyConnection, name: &str) -> Result<Check> {
+async fn get_in(conn: &mut AnyConnection, keys: &Keyring, name: &str) -> Result<Check> {
     let sql = format!("SELECT {COLUMNS} FROM checks WHERE name = $1");
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(conn).await?;
-    row.ok_or_else(|| StoreError::NotFound(format!("check {name:?}")))?.into_check()
+    row.ok_or_else(|| StoreError::NotFound(format!("check {name:?}")))?.into_check(keys)
 }
 
 /// Filters for [`list`]; `None` means any.
@@ -133,14 +136,14 @@ pub async fn list(db: &Db, filter: &Filter) -> Result<Vec<Check>> {
     for value in binds {
         query = query.bind(value);
     }
-    query.fetch_all(db.reader()).await?.into_iter().map(Row::into_check).collect()
+    query.fetch_all(db.reader()).await?.into_iter().map(|r| r.into_check(db.keys())).collect()
 }
 
 /// Every check that is not paused, for scheduling.
 pub async fn active(db: &Db) -> Result<Vec<Check>> {
     let sql = format!("SELECT {COLUMNS} FROM checks WHERE paused = 0 ORDER BY id");
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(db.reader()).await?;
-    rows.into_iter().map(Row::into_check).collect()
+    rows.into_iter().map(|r| r.into_check(db.keys())).collect()
 }
 
 pub async fn count(db: &Db) -> Result<i64> {
@@ -150,8 +153,8 @@ pub async fn count(db: &Db) -> Result<i64> {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// Binds a spec's fourteen columns as `$1` to `$14`, in the order of
-/// `create` and `update`.
-fn bind_spec<'q>(query: AnyQuery<'q>, spec: &'q CheckSpec) -> AnyQuery<'q> {
+/// `create` and `update`; the config's secrets sealed.
+fn bind_spec<'q>(query: AnyQuery<'q>, spec: &'q CheckSpec, keys: &Keyring) -> AnyQuery<'q> {
     let (plugin, version) = split_plugin(&spec.plugin);
     query
         .bind(&spec.name)
@@ -159,7 +162,7 @@ fn bind_spec<'q>(query: AnyQuery<'q>, spec: &'q CheckSpec) -> AnyQuery<'q> {
         .bind(plugin)
         .bind(version)
         .bind(&spec.target)
-        .bind(spec.config.to_string())
+        .bind(keys.seal_config(&spec.config).to_string())
         .bind(spec.interval.as_millis() as i64)
         .bind(spec.timeout.as_millis() as i64)
         .bind(join_list(&spec.locations))
@@ -171,7 +174,7 @@ fn bind_spec<'q>(query: AnyQuery<'q>, spec: &'q CheckSpec) -> AnyQuery<'q> {
 }
 
 /// Creates a check whose spec the caller has validated.
-pub async fn create(conn: &mut AnyConnection, spec: &CheckSpec, actor: &str) -> Result<Check> {
+pub async fn create(conn: &mut AnyConnection, keys: &Keyring, spec: &CheckSpec, actor: &str) -> Result<Check> {
     let now = now_ms();
     let inserted = bind_spec(
         sqlx::query(
@@ -180,6 +183,7 @@ pub async fn create(conn: &mut AnyConnection, spec: &CheckSpec, actor: &str) -> 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending', $15, '', $15, $15)",
         ),
         spec,
+        keys,
     )
     .bind(now)
     .execute(&mut *conn)
@@ -190,7 +194,7 @@ pub async fn create(conn: &mut AnyConnection, spec: &CheckSpec, actor: &str) -> 
         }
         other => other?,
     };
-    let check = get_in(conn, &spec.name).await?;
+    let check = get_in(conn, keys, &spec.name).await?;
     audit::record(
         conn,
         Change {
@@ -208,8 +212,14 @@ pub async fn create(conn: &mut AnyConnection, spec: &CheckSpec, actor: &str) -> 
 }
 
 /// Replaces the definition of check `name` (which `spec` may rename).
-pub async fn update(conn: &mut AnyConnection, name: &str, spec: &CheckSpec, actor: &str) -> Result<Check> {
-    let before = get_in(conn, name).await?;
+pub async fn update(
+    conn: &mut AnyConnection,
+    keys: &Keyring,
+    name: &str,
+    spec: &CheckSpec,
+    actor: &str,
+) -> Result<Check> {
+    let before = get_in(conn, keys, name).await?;
     let updated = bind_spec(
         sqlx::query(
         "UPDATE checks SET name = $1, description = $2, plugin = $3, plugin_version = $4, target = $5, config = $6, \
@@ -217,6 +227,7 @@ pub async fn update(conn: &mut AnyConnection, name: &str, spec: &CheckSpec, acto
          policy = $14, updated_at = $15 WHERE id = $16",
         ),
         spec,
+        keys,
     )
     .bind(now_ms())
     .bind(before.id)
@@ -228,7 +239,7 @@ pub async fn update(conn: &mut AnyConnection, name: &str, spec: &CheckSpec, acto
         }
         other => other?,
     };
-    let after = get_in(conn, &spec.name).await?;
+    let after = get_in(conn, keys, &spec.name).await?;
     audit::record(
         conn,
         Change {
@@ -280,8 +291,14 @@ async fn audit_non_public_grants(
     audit::insert(conn, change).await
 }
 
-pub async fn set_paused(conn: &mut AnyConnection, name: &str, paused: bool, actor: &str) -> Result<Check> {
-    let before = get_in(conn, name).await?;
+pub async fn set_paused(
+    conn: &mut AnyConnection,
+    keys: &Keyring,
+    name: &str,
+    paused: bool,
+    actor: &str,
+) -> Result<Check> {
+    let before = get_in(conn, keys, name).await?;
     let spec = CheckSpec { paused, ..before.spec.clone() };
     if before.spec.paused == paused {
         return Ok(before);
@@ -304,12 +321,12 @@ pub async fn set_paused(conn: &mut AnyConnection, name: &str, paused: bool, acto
         },
     )
     .await?;
-    get_in(conn, name).await
+    get_in(conn, keys, name).await
 }
 
 /// Deletes a check with its runs and history.
-pub async fn delete(conn: &mut AnyConnection, name: &str, actor: &str) -> Result<Check> {
-    let before = get_in(conn, name).await?;
+pub async fn delete(conn: &mut AnyConnection, keys: &Keyring, name: &str, actor: &str) -> Result<Check> {
+    let before = get_in(conn, keys, name).await?;
     for sql in [
         "DELETE FROM runs WHERE check_id = $1",
         "DELETE FROM run_hours WHERE check_id = $1",

@@ -376,9 +376,10 @@ pub struct WorkRow {
 }
 
 /// The checks node `id` owns, and those it is handing over (owned by
-/// another from a slot still to come).
+/// another from a slot still to come), their configs opened: a node needs
+/// the secrets to run the checks.
 pub async fn work(db: &Db, id: &str, now: Millis) -> Result<Vec<WorkRow>> {
-    Ok(sqlx::query_as(
+    let rows: Vec<WorkRow> = sqlx::query_as(
         "SELECT c.id, c.name, c.plugin, c.plugin_version, p.sha256, c.target, c.config, c.interval_ms, c.timeout_ms, \
                 c.allow, a.node_id, a.epoch, a.from_slot, a.prev_epoch, c.last_slot \
          FROM assignments a JOIN checks c ON c.id = a.check_id \
@@ -389,7 +390,16 @@ pub async fn work(db: &Db, id: &str, now: Millis) -> Result<Vec<WorkRow>> {
     .bind(id)
     .bind(now)
     .fetch_all(db.reader())
-    .await?)
+    .await?;
+    rows.into_iter().map(|r| Ok(WorkRow { config: open_config(db, &r.name, &r.config)?, ..r })).collect()
+}
+
+/// A check's stored config (text) with its secrets opened.
+fn open_config(db: &Db, check: &str, config: &str) -> Result<String> {
+    let sealed: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| super::StoreError::Corrupt(format!("check {check}: config: {e}")))?;
+    let clear = db.keys().open_config(&sealed).map_err(|e| super::StoreError::Secrets(format!("check {check}"), e))?;
+    Ok(clear.to_string())
 }
 
 /// A confirmation retest a node must run.
@@ -434,8 +444,9 @@ pub async fn check_defs(db: &Db, ids: &[i64]) -> Result<Vec<CheckDef>> {
          FROM {} JOIN checks c ON c.id = r.id LEFT JOIN plugins p ON p.name = c.plugin AND p.version = c.plugin_version",
         db.dialect().json_rows(&[("id", Col::Int)])
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let defs: Vec<CheckDef> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(serde_json::Value::Array(rows).to_string())
         .fetch_all(db.reader())
-        .await?)
+        .await?;
+    defs.into_iter().map(|d| Ok(CheckDef { config: open_config(db, &d.name, &d.config)?, ..d })).collect()
 }

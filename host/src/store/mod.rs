@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod plugins;
 pub mod rollup;
 pub mod runs;
+pub mod sealing;
 pub mod tokens;
 
 use std::path::Path;
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+
+use crate::secrets::Keyring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +47,9 @@ pub enum StoreError {
     Passive(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A stored secret (of the object named) this controller cannot open.
+    #[error("{0}: {1}")]
+    Secrets(String, #[source] crate::secrets::SecretsError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -114,12 +120,15 @@ pub struct Db {
     write: AnyPool,
     read: AnyPool,
     pub backend: Backend,
+    /// Seals the secrets of what is written and opens them when read.
+    keys: Keyring,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `url` and applies the
-    /// migrations. `sqlite://path` or `postgres://...`.
-    pub async fn connect(url: &str) -> Result<Db> {
+    /// migrations. `sqlite://path` or `postgres://...`. Secrets are sealed
+    /// and opened with `keys`.
+    pub async fn connect(url: &str, keys: Keyring) -> Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -141,7 +150,7 @@ impl Db {
                     .await?;
                 let read =
                     AnyPoolOptions::new().max_connections(4).after_connect(pragmas).connect_with(options).await?;
-                Db { write, read, backend }
+                Db { write, read, backend, keys }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -149,7 +158,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Db { write: pool.clone(), read: pool, backend }
+                Db { write: pool.clone(), read: pool, backend, keys }
             }
         };
         match backend {
@@ -162,7 +171,7 @@ impl Db {
     /// The embedded default: `tocsin.db` in `dir`. The directory and the
     /// database's files are made readable by this user only, also when an
     /// older version left them open to others.
-    pub async fn open_dir(dir: &Path) -> Result<Db> {
+    pub async fn open_dir(dir: &Path, keys: Keyring) -> Result<Db> {
         let private = |path: &Path, mode: u32| -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             match std::fs::metadata(path) {
@@ -181,7 +190,7 @@ impl Db {
         tightened.map_err(|e| {
             StoreError::Db(sqlx::Error::Configuration(format!("data directory {}: {e}", dir.display()).into()))
         })?;
-        Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("tocsin.db").display())).await
+        Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("tocsin.db").display()), keys).await
     }
 
     pub fn dialect(&self) -> &'static Dialect {
@@ -189,6 +198,11 @@ impl Db {
             Backend::Sqlite => &SQLITE,
             Backend::Postgres => &POSTGRES,
         }
+    }
+
+    /// The secrets keys this database's secrets are sealed with.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
     }
 
     pub fn reader(&self) -> &AnyPool {

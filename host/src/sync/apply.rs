@@ -75,6 +75,9 @@ pub async fn page(
                 entry.seq, entry.kind
             ))
         })?;
+        // Secrets travel sealed: store them only if this site can open them.
+        crate::store::sealing::check_opens(db.keys(), &entry.kind, &entry.name, entry.body.as_ref())
+            .map_err(|e| StoreError::Conflict(format!("change {} cannot be stored here: {e}", entry.seq)))?;
         let bytes = plugin_sha(&entry.kind, entry.body.as_ref()).and_then(|sha| wasm.get(&sha));
         if let Some(schema) = entry.body.as_ref().and_then(|body| body.get("config_schema")) {
             crate::redact::learn(schema);
@@ -142,6 +145,10 @@ pub async fn recover(db: &Db, source: &str, snapshot: &Snapshot, wasm: &Wasm, ac
             "the source has objects of kind {:?}, which this version does not know: upgrade this site",
             unknown.kind
         )));
+    }
+    for object in &snapshot.objects {
+        crate::store::sealing::check_opens(db.keys(), &object.kind, &object.name, Some(&object.body))
+            .map_err(|e| StoreError::Conflict(format!("the snapshot cannot be stored here: {e}")))?;
     }
     let theirs: BTreeMap<(&str, &str), &Value> =
         snapshot.objects.iter().map(|o| ((o.kind.as_str(), o.name.as_str()), &o.body)).collect();

@@ -33,6 +33,8 @@ macro_rules! both {
 pub struct TestApp {
     pub url: String,
     pub admin: String,
+    /// The key its secrets are sealed with (`TOCSIN_SECRETS_KEY`'s form).
+    pub secrets_key: String,
     pub db: Db,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -51,12 +53,6 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let test_db = TestDb::new(backend).await;
-    let db = Db::connect(&test_db.url).await.expect("connecting to the test database");
-    let (admin, hash) = tocsin::auth::mint("test-admin", Role::Admin, "test setup");
-    let mut tx = db.writer().begin().await.unwrap();
-    store::tokens::create(&mut tx, &admin.info, &hash).await.unwrap();
-    tx.commit().await.unwrap();
-
     let data = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -64,6 +60,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
         listen: listener.local_addr().unwrap(),
         data_dir: data.path().to_path_buf(),
         database_url: Some(Secret::new(test_db.url.clone())),
+        secrets_key: Some(Secret::new(tocsin::secrets::Keyring::generate())),
         location: "test".into(),
         node_name: "test-node".into(),
         min_interval: Duration::from_secs(1),
@@ -73,6 +70,16 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
     config.runtime.max_concurrent = 64;
     config.runtime.cache_dir = Some(plugin_cache());
     adjust(&mut config);
+    // The test's own handle on the database seals and opens with the
+    // server's key (the one `adjust` chose, if it did).
+    let secrets_key = config.secrets_key.as_ref().expect("a secrets key").expose().to_string();
+    let keys = tocsin::secrets::Keyring::from_keys(secrets_key.split(',')).unwrap();
+    let db = Db::connect(&test_db.url, keys).await.expect("connecting to the test database");
+    let (admin, hash) = tocsin::auth::mint("test-admin", Role::Admin, "test setup");
+    let mut tx = db.writer().begin().await.unwrap();
+    store::tokens::create(&mut tx, &admin.info, &hash).await.unwrap();
+    tx.commit().await.unwrap();
+
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tocsin::server::serve(config, listener, async move {
         let _ = stopped.await;
@@ -80,6 +87,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
     let app = TestApp {
         url,
         admin: admin.token,
+        secrets_key,
         db,
         http: reqwest::Client::new(),
         stop: Some(stop),
@@ -95,6 +103,11 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut ServeConf
 }
 
 impl TestApp {
+    /// The URL of its database (for reading it as a dump would).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// A request with a token (or none) and a JSON body (or none).
     pub async fn raw(
         &self,

@@ -63,7 +63,7 @@ async fn configure(db: &Db, sink: &str) -> Result<(), CliError> {
         full_name: String::new(),
         channels: vec![ContactChannel { channel: "webhook".into(), address: sink.into() }],
     };
-    directory::put(&mut tx, directory::CONTACTS, "bench", &contact, false, now).await.map_err(other)?;
+    directory::put(&mut tx, db.keys(), directory::CONTACTS, "bench", &contact, false, now).await.map_err(other)?;
     let gateway = Gateway {
         name: "sink".into(),
         plugin: "webhook".into(),
@@ -71,16 +71,16 @@ async fn configure(db: &Db, sink: &str) -> Result<(), CliError> {
         allow: vec!["127.0.0.1".into()],
         timeout: Duration::from_secs(10),
     };
-    directory::put(&mut tx, directory::GATEWAYS, "sink", &gateway, false, now).await.map_err(other)?;
+    directory::put(&mut tx, db.keys(), directory::GATEWAYS, "sink", &gateway, false, now).await.map_err(other)?;
     let route = Route { name: "web".into(), channel: "webhook".into(), sources: vec![], gateways: vec!["sink".into()] };
-    directory::put(&mut tx, directory::ROUTES, "web", &route, false, now).await.map_err(other)?;
+    directory::put(&mut tx, db.keys(), directory::ROUTES, "web", &route, false, now).await.map_err(other)?;
     let policy = Policy {
         name: "default".into(),
         steps: vec![Step { notify: vec!["bench".into()], timeout: Duration::from_secs(3600) }],
         repeat: 0,
         fallback: None,
     };
-    directory::put(&mut tx, directory::POLICIES, "default", &policy, false, now).await.map_err(other)?;
+    directory::put(&mut tx, db.keys(), directory::POLICIES, "default", &policy, false, now).await.map_err(other)?;
     tx.commit().await.map_err(other)?;
     Ok(())
 }

@@ -158,7 +158,9 @@ pub(super) fn other(e: impl std::fmt::Display) -> CliError {
 pub(super) async fn bench_db(url: Option<String>) -> Result<(tempfile::TempDir, Db), CliError> {
     let dir = tempfile::tempdir().map_err(other)?;
     let url = url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
-    Ok((dir, Db::connect(&url).await.map_err(other)?))
+    // A bench's secrets are sealed with a key of its own, as a controller's are.
+    let keys = crate::secrets::Keyring::from_keys([crate::secrets::Keyring::generate().as_str()]).map_err(other)?;
+    Ok((dir, Db::connect(&url, keys).await.map_err(other)?))
 }
 
 /// `count` paused checks with `confirm` retests, owned by `bench-node` from
@@ -173,7 +175,7 @@ pub(super) async fn owned_checks(db: &Db, count: usize, confirm: u32) -> Result<
             "paused": true, "confirm": confirm
         }))
         .map_err(other)?;
-        ids.push(store::checks::create(&mut tx, &spec, "bench").await.map_err(other)?.id);
+        ids.push(store::checks::create(&mut tx, db.keys(), &spec, "bench").await.map_err(other)?.id);
     }
     let handovers: Vec<Handover> =
         ids.iter().map(|&check_id| Handover { check_id, node: "bench-node".into(), from_slot: 0 }).collect();
