@@ -18,8 +18,8 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(timeout: Duration) -> Peers {
-        Peers { http: http_client(timeout), names: HashMap::new(), failures: HashMap::new() }
+    pub fn new(timeout: Duration, tls: &tocsin_tls::ClientTls) -> Peers {
+        Peers { http: http_client(timeout, tls), names: HashMap::new(), failures: HashMap::new() }
     }
 
     /// Every peer's view (those that answered) and an observation of each.

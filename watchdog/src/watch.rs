@@ -32,17 +32,24 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(config: Arc<Config>, shared: Arc<Shared>, notifier: Notifier, public_url: String) -> Watch {
+    /// `tls`: whom it trusts when it calls the controllers and its peers.
+    pub fn new(
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        notifier: Notifier,
+        public_url: String,
+        tls: &tocsin_tls::ClientTls,
+    ) -> Watch {
         // Long enough for a busy controller on a small machine (a 1 s bound
         // was seen to fail under load in CI), short enough that a hung one
         // delays a round by seconds, not minutes.
         let timeout = config.interval.clamp(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5));
-        let platform = Platform::new(config.token.clone(), timeout);
+        let platform = Platform::new(config.token.clone(), timeout, tls);
         let peer_timeout = timeout;
         Watch {
             prober: Prober::new(platform.clone(), timeout),
             platform,
-            peers: Peers::new(peer_timeout),
+            peers: Peers::new(peer_timeout, tls),
             config,
             shared,
             notifier,

@@ -37,7 +37,7 @@ pub async fn run(
     metrics: std::sync::Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let peers: Vec<Source> = config.peers.iter().map(|url| Source::new(url, None)).collect();
+    let peers: Vec<Source> = config.peers.iter().map(|url| Source::new(url, None, &config.tls)).collect();
     let mut asked = tokio::time::Instant::now() - ASK_PEERS;
     loop {
         match site.refresh(&db).await {
