@@ -24,7 +24,7 @@ struct Pki {
     key: PathBuf,
 }
 
-fn pki(dir: &Path, name: &str) -> Pki {
+fn pki_in(dir: &Path, name: &str) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
     let ca = LocalCa::new(name).unwrap();
     let issued = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
@@ -47,7 +47,7 @@ fn tls_server(dir: &Path, pki: &Pki, sections: &str, extra: &[&str]) -> Server {
     std::fs::write(
         &file,
         format!(
-            "min_interval = \"1s\"\n[runtime]\ncache_dir = {:?}\nextra_roots = [{:?}]\n{sections}",
+            "min_interval = \"1s\"\n[runtime]\ncache_dir = {:?}\n[runtime.network]\nextra_roots = [{:?}]\n{sections}",
             tocsin_testkit::plugin_cache(),
             pki.ca
         ),
@@ -96,7 +96,7 @@ fn free_port() -> u16 {
 #[test]
 fn a_controller_serves_https_to_the_cli_and_a_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(&tmp.path().join("pki"), "test CA");
+    let pki = pki_in(&tmp.path().join("pki"), "test CA");
     let mut server = tls_server(&tmp.path().join("controller"), &pki, "", &[]);
     assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
     let ca = [("TOCSIN_CA", s(&pki.ca))];
@@ -175,8 +175,8 @@ fn impostor(pki: &Pki) -> Impostor {
 #[test]
 fn clients_refuse_a_server_their_ca_did_not_sign_and_send_it_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let real = pki(&tmp.path().join("real"), "the operator's CA");
-    let forged = pki(&tmp.path().join("forged"), "an impostor's CA");
+    let real = pki_in(&tmp.path().join("real"), "the operator's CA");
+    let forged = pki_in(&tmp.path().join("forged"), "an impostor's CA");
     let impostor = impostor(&forged);
 
     // The CLI, trusting the operator's CA, meets a server with another CA's certificate.
@@ -196,8 +196,8 @@ fn clients_refuse_a_server_their_ca_did_not_sign_and_send_it_nothing() {
 #[test]
 fn unusable_certificate_files_are_refused_at_start_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(&tmp.path().join("pki"), "test CA");
-    let other = pki(&tmp.path().join("other"), "another CA");
+    let pki = pki_in(&tmp.path().join("pki"), "test CA");
+    let other = pki_in(&tmp.path().join("other"), "another CA");
     let missing = tmp.path().join("missing.pem");
     let cases: [(&Path, &Path, String); 3] = [
         (&missing, &pki.key, format!("TLS certificate {}: cannot read it", missing.display())),
@@ -219,7 +219,7 @@ fn unusable_certificate_files_are_refused_at_start_naming_the_file() {
 #[test]
 fn a_backup_site_follows_a_primary_over_https() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(&tmp.path().join("pki"), "test CA");
+    let pki = pki_in(&tmp.path().join("pki"), "test CA");
     let mut primary = tls_server(&tmp.path().join("primary"), &pki, "", &["--sync-allow", "127.0.0.1"]);
     let ca = [("TOCSIN_CA", s(&pki.ca))];
     let follow = ["--site", "backup", "--follow", &primary.url, "--sync-token", &primary.token, "--ca", s(&pki.ca)];
@@ -249,7 +249,7 @@ fn a_backup_site_follows_a_primary_over_https() {
 #[test]
 fn a_watchdog_watches_an_https_controller_and_serves_https() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(&tmp.path().join("pki"), "test CA");
+    let pki = pki_in(&tmp.path().join("pki"), "test CA");
     let mut server = tls_server(&tmp.path().join("controller"), &pki, "", &[]);
     let port = free_port();
     let dir = tmp.path().join("watchdog");
@@ -308,9 +308,9 @@ fn a_watchdog_watches_an_https_controller_and_serves_https() {
 #[test]
 fn with_a_client_ca_only_clients_holding_its_certificates_get_in() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = pki(&tmp.path().join("pki"), "server CA");
-    let clients = pki(&tmp.path().join("clients"), "client CA");
-    let strangers = pki(&tmp.path().join("strangers"), "someone else's CA");
+    let pki = pki_in(&tmp.path().join("pki"), "server CA");
+    let clients = pki_in(&tmp.path().join("clients"), "client CA");
+    let strangers = pki_in(&tmp.path().join("strangers"), "someone else's CA");
     let mut server = tls_server(&tmp.path().join("controller"), &pki, "", &["--client-ca", s(&clients.ca)]);
     let ca = ("TOCSIN_CA", s(&pki.ca));
 

@@ -91,14 +91,15 @@ impl Default for ClientTls {
 pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(error);
     while let Some(e) = next {
-        // An io::Error hides what it wraps from the source chain: look inside.
-        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|i| i as _);
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
-                return Some(explain(tls));
-            }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(explain(tls));
         }
-        next = e.source();
+        // An io::Error skips what it wraps in the source chain (its source
+        // is the wrapped error's source): step into it instead.
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -123,5 +124,43 @@ fn explain(e: &rustls::Error) -> String {
         }
         rustls::Error::InvalidMessage(_) => format!("TLS failed ({e}): is the server speaking plain HTTP? (http://)"),
         e => format!("TLS failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalCa, ServerTls};
+
+    /// An HTTPS server with a certificate `ca` signed, for 127.0.0.1.
+    async fn server(dir: &Path, ca: &LocalCa) -> String {
+        let issued = ca.issue(&["127.0.0.1"]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, issued.cert_pem).unwrap();
+        std::fs::write(&key, issued.key_pem).unwrap();
+        let tls = ServerTls::load(&cert, &key, None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        tokio::spawn(crate::serve(listener, Some(tls), app, std::future::pending()));
+        url
+    }
+
+    #[tokio::test]
+    async fn a_server_of_an_untrusted_ca_is_refused_with_words_and_a_trusted_one_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::new("test CA").unwrap();
+        let url = server(dir.path(), &ca).await;
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+
+        let stranger = ClientTls::machine().reqwest().build().unwrap();
+        let error = stranger.get(&url).send().await.unwrap_err();
+        let problem = certificate_problem(&error).unwrap_or_else(|| panic!("not recognised: {error:?}"));
+        assert!(problem.starts_with("certificate not trusted") && problem.contains("--ca"), "{problem}");
+
+        let trusting = ClientTls::new(Some(&ca_file), None).unwrap().reqwest().build().unwrap();
+        let answer = trusting.get(&url).send().await.unwrap();
+        assert_eq!(answer.text().await.unwrap(), "hello");
     }
 }
