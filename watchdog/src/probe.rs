@@ -326,8 +326,7 @@ mod tests {
     #[test]
     fn a_node_that_heartbeats_but_runs_nothing_is_wedged_and_evicted() {
         let config = config();
-        let mut prober =
-            Prober::new(
+        let mut prober = Prober::new(
             Platform::new(config.token.clone(), Duration::from_secs(1), &tocsin_tls::ClientTls::machine()),
             Duration::from_secs(1),
         );

@@ -367,7 +367,8 @@ async fn start(
     let http = trust.reqwest().timeout(Duration::from_secs(2)).build().map_err(anyhow::Error::from)?;
     let cache = toml_str(&layout.plugin_cache.display().to_string());
     let ca = toml_str(&tls.ca.display().to_string());
-    let runtime = format!("[runtime]\ncache_dir = {cache}\nmax_concurrent = 32\n\n[runtime.network]\nextra_roots = [{ca}]\n");
+    let runtime =
+        format!("[runtime]\ncache_dir = {cache}\nmax_concurrent = 32\n\n[runtime.network]\nextra_roots = [{ca}]\n");
 
     // The controller.
     progress.start("starting the controller");

@@ -129,8 +129,9 @@ async fn reload_on_hangup(tls: Option<ServerTls>) {
         };
         match tls.reload() {
             Ok(()) => tracing::info!(cert = %tls.cert.display(), "SIGHUP: reloaded the TLS certificate and key"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS files cannot be used; keeping the certificate in use"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the TLS files cannot be used; keeping the certificate in use")
+            }
         }
     }
 }
-
