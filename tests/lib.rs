@@ -40,7 +40,8 @@ impl Server {
             .env("TOCSIN_CONFIG", &config)
             .env("RUST_LOG", "info");
         let mut proc = Proc::spawn("serve", cmd);
-        let line = proc.wait_for("listening on http://", Duration::from_secs(60));
+        // http:// or https://
+        let line = proc.wait_for("listening on http", Duration::from_secs(60));
         let url = line
             .split("listening on ")
             .nth(1)
@@ -72,10 +73,16 @@ impl Outcome {
 
 /// Runs the `tocsin` CLI with `TOCSIN_SERVER` and `TOCSIN_TOKEN` set.
 pub fn cli(server: &str, token: &str, args: &[&str]) -> Outcome {
+    cli_with(server, token, &[], args)
+}
+
+/// [`cli`] with more environment (`TOCSIN_CA`, ...).
+pub fn cli_with(server: &str, token: &str, env: &[(&str, &str)], args: &[&str]) -> Outcome {
     let out = Command::new(binary("tocsin"))
         .args(args)
         .env("TOCSIN_SERVER", server)
         .env("TOCSIN_TOKEN", token)
+        .envs(env.iter().copied())
         .output()
         .expect("running tocsin");
     Outcome {

@@ -72,7 +72,8 @@ pub struct ServeConfig {
     pub keep_runs: Duration,
     /// How long hourly aggregates are kept.
     pub keep_hours: Duration,
-    /// The address links and callbacks should use; default: `http://<listen>`.
+    /// The address links and callbacks should use; default: `http://<listen>`
+    /// (`https://` when serving TLS).
     pub public_url: Option<String>,
     pub runtime: RuntimeConfig,
     pub cluster: ClusterConfig,
@@ -82,6 +83,9 @@ pub struct ServeConfig {
     pub local_node: bool,
     /// Redundant sites: this site's name, whom it follows, who may read its feed.
     pub sync: crate::sync::SyncConfig,
+    /// HTTPS on the listener, and whom this controller trusts when it calls
+    /// other sites.
+    pub tls: tocsin_tls::Settings,
 }
 
 /// The `--config` file: every field optional, flags win.
@@ -107,6 +111,7 @@ pub struct ServeFile {
     pub alerting: Option<crate::alerting::Rules>,
     pub local_node: Option<bool>,
     pub sync: Option<crate::sync::SyncConfig>,
+    pub tls: Option<tocsin_tls::Settings>,
 }
 
 impl ServeFile {
@@ -169,6 +174,7 @@ impl Default for ServeConfig {
             alerting: crate::alerting::Rules::default(),
             local_node: true,
             sync: crate::sync::SyncConfig::default(),
+            tls: tocsin_tls::Settings::default(),
         }
     }
 }
@@ -195,6 +201,7 @@ impl ServeConfig {
             alerting: file.alerting.unwrap_or(d.alerting),
             local_node: file.local_node.unwrap_or(d.local_node),
             sync: file.sync.unwrap_or(d.sync),
+            tls: file.tls.unwrap_or(d.tls),
         }
     }
 }

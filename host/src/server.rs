@@ -48,15 +48,18 @@ use crate::store::{self, Db};
 use crate::sync;
 
 pub async fn serve(
-    config: ServeConfig,
+    mut config: ServeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
+    let tls = config.tls.server().context("TLS")?;
+    config.sync.tls = config.tls.client().context("TLS for calls to other sites")?;
+    let scheme = tocsin_tls::server::scheme(tls.as_ref());
+    if tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving plain HTTP on a non-loopback address: tokens, node keys and gateway \
-            credentials cross the network in clear; put a TLS-terminating proxy in front (deploy/haproxy) or keep \
-            this address on a private network");
+            credentials cross the network in clear; serve TLS (--tls-cert, --tls-key), put a TLS-terminating proxy \
+            in front (deploy/haproxy) or keep this address on a private network");
     }
     #[cfg(feature = "testing")]
     api::testing::from_env()?;
@@ -117,7 +120,7 @@ pub async fn serve(
     let changes = Arc::new(Notify::new());
     let bulletin = Bulletin::new();
     let mut rules = config.alerting.clone();
-    rules.public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    rules.public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let signer = Signer::load(&db).await.context("reading the link signing key")?;
     let alerts = Arc::new(Notify::new());
     let serving = Arc::new(Serving {
@@ -208,20 +211,19 @@ pub async fn serve(
         Some((identity, _)) => format!("node {} in {}", identity.name, identity.location),
         None => "no local node".to_string(),
     };
-    println!("Tocsin {} listening on http://{addr} ({backend}; {node})", env!("CARGO_PKG_VERSION"));
-    tracing::info!(%addr, controller = %controller, "controller started");
+    println!("Tocsin {} listening on {scheme}://{addr} ({backend}; {node})", env!("CARGO_PKG_VERSION"));
+    let client_certificates = tls.as_ref().is_some_and(tocsin_tls::ServerTls::mutual);
+    tracing::info!(%addr, controller = %controller, %scheme, client_certificates, "controller started");
 
     let stop = stop_node.clone();
-    // Connection addresses, for the sync allowlist.
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing runs in flight and writing their results");
-            stop.cancel();
-        })
-        .await
-        .context("serving the API")?;
+    // Handlers see connection addresses, for the sync allowlist.
+    tocsin_tls::serve(listener, tls, api::router(state), async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing runs in flight and writing their results");
+        stop.cancel();
+    })
+    .await
+    .context("serving the API")?;
 
     stop_node.cancel();
     if let Some((_, node)) = local_node {

@@ -24,6 +24,8 @@ struct Dev {
     proc: Proc,
     server: String,
     token: String,
+    /// The CA of the directory's throwaway certificates (`TOCSIN_CA`).
+    ca: String,
     status_page: String,
     /// (name, pid) of each child, as the banner lists them.
     children: Vec<(String, u32)>,
@@ -44,7 +46,8 @@ fn start(dir: &Path) -> Dev {
         .find_map(|l| l.trim().strip_prefix("export TOCSIN_SERVER="))
         .expect("the banner has an export line")
         .to_string();
-    let (server, token) = export.split_once(" TOCSIN_TOKEN=").expect("server and token");
+    let (server, rest) = export.split_once(" TOCSIN_TOKEN=").expect("server and token");
+    let (token, ca) = rest.split_once(" TOCSIN_CA=").expect("the CA to trust");
     let status_page = log
         .lines()
         .find_map(|l| l.trim().strip_prefix("status page"))
@@ -61,14 +64,14 @@ fn start(dir: &Path) -> Dev {
             (name.trim().to_string(), rest.split_whitespace().next().unwrap().parse().unwrap())
         })
         .collect();
-    Dev { proc, server: server.to_string(), token: token.to_string(), status_page, children }
+    Dev { proc, server: server.to_string(), token: token.to_string(), ca: ca.to_string(), status_page, children }
 }
 
 impl Dev {
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
-        let out = cli(&self.server, &self.token, &all);
+        let out = cli_with(&self.server, &self.token, &[("TOCSIN_CA", &self.ca)], &all);
         assert_eq!(out.code, 0, "tocsin {args:?}: {out:?}");
         out.json()
     }
@@ -123,6 +126,9 @@ fn dev_runs_the_whole_system_and_ctrl_c_stops_it() {
     let dir = tmp.path().join("dev");
     let mut dev = start(&dir);
     assert!(dev.token.starts_with("tcn_"), "{}", dev.proc.log());
+    // The controller and the watchdog serve HTTPS, with the directory's CA.
+    assert!(dev.server.starts_with("https://") && dev.status_page.starts_with("https://"), "{}", dev.proc.log());
+    assert_eq!(Path::new(&dev.ca), dir.canonicalize().unwrap().join("tls/ca.pem"));
     let names: Vec<&str> = dev.children.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["controller", "node home", "node away", "watchdog"]);
     let children = children_of(dev.proc.pid());
@@ -176,7 +182,8 @@ fn dev_runs_the_whole_system_and_ctrl_c_stops_it() {
     }
 
     let page = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code} %{content_type}", &dev.status_page])
+        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code} %{content_type}", "--cacert", &dev.ca])
+        .arg(&dev.status_page)
         .output()
         .unwrap();
     let page = String::from_utf8_lossy(&page.stdout);

@@ -139,7 +139,7 @@ async fn round(args: &Args, tocsin: &Path, watchdogs: bool) -> anyhow::Result<(O
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut admin).await?;
     let sep = if args.database_url.contains('?') { '&' } else { '?' };
     let db = format!("{}{sep}options=-c%20search_path%3D{schema}", args.database_url);
-    let http = crate::platform::http_client(Duration::from_secs(2));
+    let http = crate::platform::http_client(Duration::from_secs(2), &tocsin_tls::ClientTls::machine());
     let result = async {
         let first = controller(tocsin, "c1", &dir.path().join("c1"), &db).await?;
         let token = first

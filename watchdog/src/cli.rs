@@ -126,13 +126,16 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(config: Config, peer_secret: Option<PeerSecret>, notifier: crate::notify::Notifier) -> anyhow::Result<()> {
+    let server_tls = config.tls.server().map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+    let client_tls = config.tls.client().map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = tocsin_tls::server::scheme(server_tls.as_ref());
     let public_url = match &config.public_url {
         Some(_) => config.public_url(),
-        None => format!("http://{addr}"),
+        None => format!("{scheme}://{addr}"),
     };
     let state_path = config.state_path();
     let state = crate::state::State::open(&state_path)
@@ -161,11 +164,11 @@ async fn run(config: Config, peer_secret: Option<PeerSecret>, notifier: crate::n
     let server = {
         let cancel = cancel.clone();
         let app = crate::server::router(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await })
+        tokio::spawn(tocsin_tls::serve(listener, server_tls, app, cancel.cancelled_owned()))
     };
-    println!("tocsin-watchdog {} listening on http://{addr} (status page), canary at {public_url}", config.name);
+    println!("tocsin-watchdog {} listening on {scheme}://{addr} (status page), canary at {public_url}", config.name);
     tracing::info!(watchdog = %config.name, %addr, peers = config.peers.len(), quorum = config.quorum(), "watching");
-    let watch = crate::watch::Watch::new(config.clone(), shared, notifier, public_url, peer_secret);
+    let watch = crate::watch::Watch::new(config.clone(), shared, notifier, public_url, peer_secret, &client_tls);
     let watching = tokio::spawn(watch.run(cancel.clone()));
     shutdown_signal().await;
     tracing::info!("stopping");

@@ -34,7 +34,8 @@ pub struct Config {
     pub name: String,
     /// The status page, the peer view, the canary target, `/healthz`, `/metrics`.
     pub listen: SocketAddr,
-    /// How probe nodes reach this watchdog's canary target; default `http://<listen>`.
+    /// How probe nodes reach this watchdog's canary target; default
+    /// `http://<listen>` (`https://` when `[tls]` has a certificate).
     #[serde(default)]
     pub public_url: Option<Url>,
     /// The watchdog's own state (SQLite); default `watchdog-<name>.db`.
@@ -74,6 +75,10 @@ pub struct Config {
     /// How long history is kept for the status page.
     #[serde(default = "defaults::keep", with = "humantime_serde")]
     pub keep: Duration,
+    /// HTTPS for this watchdog's page, views and canary target (`cert`,
+    /// `key`), and the CA it trusts when it calls controllers and peers (`ca`).
+    #[serde(default)]
+    pub tls: tocsin_tls::Settings,
 }
 
 /// The end-to-end canary: one check per location whose target this watchdog serves.
@@ -251,7 +256,10 @@ impl Config {
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(u) => u.as_str().trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.listen),
+            None => {
+                let scheme = if self.tls.cert.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            }
         }
     }
 

@@ -93,12 +93,13 @@ pub struct Peers {
 impl Peers {
     pub fn new(
         timeout: Duration,
+        tls: &tocsin_tls::ClientTls,
         secret: Option<PeerSecret>,
         me: &str,
         refusals: Family<ReasonLabels, Counter>,
     ) -> Peers {
         Peers {
-            http: http_client(timeout),
+            http: http_client(timeout, tls),
             secret,
             me: me.to_string(),
             names: HashMap::new(),
@@ -260,7 +261,7 @@ mod tests {
     }
 
     fn peers(refusals: &Family<ReasonLabels, Counter>) -> Peers {
-        Peers::new(Duration::from_secs(2), Some(secret()), "w1", refusals.clone())
+        Peers::new(Duration::from_secs(2), &Default::default(), Some(secret()), "w1", refusals.clone())
     }
 
     fn refused(refusals: &Family<ReasonLabels, Counter>, reason: &'static str) -> u64 {
@@ -331,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_secret_no_view_counts() {
         let refusals = Family::default();
-        let mut p = Peers::new(Duration::from_secs(2), None, "w1", refusals.clone());
+        let mut p = Peers::new(Duration::from_secs(2), &Default::default(), None, "w1", refusals.clone());
         let (url, _) = peer(signed("w2")).await;
         assert!(p.round(&[url], 1, crate::model::now_ms()).await.0.is_empty());
         assert_eq!(refused(&refusals, "unsigned"), 1);

@@ -28,10 +28,14 @@ impl CallError {
 }
 
 /// What went wrong in a request, in words: the innermost cause says it
-/// ("Connection refused"), reqwest's own message does not.
+/// ("Connection refused"), reqwest's own message does not; a TLS failure
+/// says what to do about it.
 pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".to_string();
+    }
+    if let Some(problem) = tocsin_tls::certificate_problem(e) {
+        return problem;
     }
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
@@ -89,8 +93,8 @@ pub struct Run {
 impl Platform {
     /// `timeout` bounds every call: a round must not wait on a controller
     /// longer than it waits between rounds, or outages are seen late.
-    pub fn new(token: SecretString, timeout: Duration) -> Platform {
-        Platform { http: http_client(timeout), token }
+    pub fn new(token: SecretString, timeout: Duration, tls: &tocsin_tls::ClientTls) -> Platform {
+        Platform { http: http_client(timeout, tls), token }
     }
 
     /// `GET path` without a token; returns the status and how long it took.
@@ -182,9 +186,10 @@ impl Platform {
 }
 
 /// The watchdog's HTTP client: every call bounded by `timeout`, and a fresh
-/// connection each time, so "can it be reached" is what is measured.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// connection each time, so "can it be reached" is what is measured; https
+/// servers are verified against `tls`'s roots.
+pub fn http_client(timeout: Duration, tls: &tocsin_tls::ClientTls) -> reqwest::Client {
+    tls.reqwest()
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_max_idle_per_host(0)

@@ -326,8 +326,10 @@ mod tests {
     #[test]
     fn a_node_that_heartbeats_but_runs_nothing_is_wedged_and_evicted() {
         let config = config();
-        let mut prober =
-            Prober::new(Platform::new(config.token.clone(), Duration::from_secs(1)), Duration::from_secs(1));
+        let mut prober = Prober::new(
+            Platform::new(config.token.clone(), Duration::from_secs(1), &tocsin_tls::ClientTls::machine()),
+            Duration::from_secs(1),
+        );
         let judge = |prober: &mut Prober, n: Node, now| {
             let mut out = Vec::new();
             prober.judge_nodes(&[n], &config, now, &mut out);

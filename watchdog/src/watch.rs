@@ -33,23 +33,25 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// `tls`: whom it trusts when it calls the controllers and its peers.
     pub fn new(
         config: Arc<Config>,
         shared: Arc<Shared>,
         notifier: Notifier,
         public_url: String,
         peer_secret: Option<PeerSecret>,
+        tls: &tocsin_tls::ClientTls,
     ) -> Watch {
         // Long enough for a busy controller on a small machine (a 1 s bound
         // was seen to fail under load in CI), short enough that a hung one
         // delays a round by seconds, not minutes.
         let timeout = config.interval.clamp(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5));
-        let platform = Platform::new(config.token.clone(), timeout);
+        let platform = Platform::new(config.token.clone(), timeout, tls);
         let peer_timeout = timeout;
         Watch {
             prober: Prober::new(platform.clone(), timeout),
             platform,
-            peers: Peers::new(peer_timeout, peer_secret, &config.name, shared.metrics.peer_views_refused.clone()),
+            peers: Peers::new(peer_timeout, tls, peer_secret, &config.name, shared.metrics.peer_views_refused.clone()),
             config,
             shared,
             notifier,

@@ -268,8 +268,12 @@ async fn recover(
 ) -> Result<axum::Json<Report>, ApiError> {
     let from = source_url(&request.from)?;
     require_token(&state)?;
-    let source =
-        Source::new(&from, state.sync.token.as_ref().map(|t| t.expose().to_string()), state.sync.peer_secret.clone());
+    let source = Source::new(
+        &from,
+        state.sync.token.as_ref().map(|t| t.expose().to_string()),
+        state.sync.peer_secret.clone(),
+        &state.sync.tls,
+    );
     let report = follower::recover(&state.db, &source, &caller.actor()).await.map_err(|e| match e {
         follower::SourceError::Local(e) => ApiError::from(e),
         other => ApiError::new(StatusCode::BAD_GATEWAY, "source_failed", format!("{from}: {other}")),

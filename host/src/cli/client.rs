@@ -25,8 +25,10 @@ pub enum Payload<'a> {
 }
 
 impl Client {
-    pub fn new(servers: Vec<String>, token: Option<String>) -> Result<Client, CliError> {
-        let http = reqwest::Client::builder()
+    /// `tls`: whom it trusts (and what it presents) over https.
+    pub fn new(servers: Vec<String>, token: Option<String>, tls: &tocsin_tls::ClientTls) -> Result<Client, CliError> {
+        let http = tls
+            .reqwest()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .user_agent(concat!("tocsin-cli/", env!("CARGO_PKG_VERSION")))
@@ -105,9 +107,12 @@ impl Client {
     }
 }
 
-/// What went wrong with a request, in a few words.
+/// What went wrong with a request, in a few words; a TLS failure says what
+/// to do about it.
 pub fn describe(e: &reqwest::Error) -> String {
-    if e.is_connect() {
+    if let Some(problem) = tocsin_tls::certificate_problem(e) {
+        problem
+    } else if e.is_connect() {
         "cannot connect".to_string()
     } else if e.is_timeout() {
         "timed out".to_string()

@@ -18,9 +18,16 @@
 //! checks of all that, an escalation policy that notifies the sink, and
 //! tokens for the nodes and the watchdog, and prints where everything is.
 //!
+//! The controller and the watchdog serve HTTPS, as they should anywhere
+//! else, with a certificate for 127.0.0.1 and localhost signed by a CA made
+//! for this directory (`tls/ca.pem`): the nodes, the watchdog and the
+//! commands the banner suggests are given that CA to trust (`--ca`,
+//! `TOCSIN_CA`), and so are the plugins (`extra_roots`), so the sample check
+//! of the controller's API and the canary verify it too.
+//!
 //! Everything lives in one directory (`--dir`, default `./tocsin-dev`):
-//! configs, databases, tokens and each process's log. A second start keeps
-//! it; `--fresh` starts over. Ctrl-C stops the children in order (see
+//! configs, databases, tokens, the CA and each process's log. A second start
+//! keeps it; `--fresh` starts over. Ctrl-C stops the children in order (see
 //! `children`); a child that dies by itself stops the rest, and `tocsin
 //! dev` fails naming it and its log.
 
@@ -163,7 +170,7 @@ impl Layout {
                 }
             }
         }
-        for sub in ["", "logs", "tokens", "nodes", "watchdog"] {
+        for sub in ["", "logs", "tokens", "nodes", "watchdog", "tls"] {
             std::fs::create_dir_all(shown.join(sub))
                 .map_err(|e| CliError::Other(format!("creating {}: {e}", shown.join(sub).display())))?;
         }
@@ -244,8 +251,50 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// The files of the directory's throwaway CA and the certificate it signed
+/// for the controller and the watchdog.
+struct Tls {
+    /// What clients are told to trust.
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    /// The CA and certificate kept in `tls/`, or new ones when any is missing
+    /// (a directory from before `tocsin dev` served TLS).
+    fn ensure(layout: &Layout) -> anyhow::Result<Tls> {
+        let dir = layout.dir.join("tls");
+        let tls = Tls { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") };
+        if [&tls.ca, &tls.cert, &tls.key].iter().all(|p| p.is_file()) {
+            return Ok(tls);
+        }
+        let ca = tocsin_tls::LocalCa::new("tocsin dev CA (throwaway)")?;
+        let issued = ca.issue(&["127.0.0.1", "localhost"])?;
+        save_secret(&tls.key, &issued.key_pem)?;
+        layout.write("tls/server.pem", &issued.cert_pem)?;
+        layout.write("tls/ca.pem", &ca.cert_pem())?;
+        Ok(tls)
+    }
+
+    /// The `[tls]` section of the controller's and the watchdog's configs.
+    fn section(&self) -> String {
+        format!(
+            "[tls]
+cert = {}
+key = {}
+ca = {}
+",
+            toml_str(&self.cert.display().to_string()),
+            toml_str(&self.key.display().to_string()),
+            toml_str(&self.ca.display().to_string())
+        )
+    }
+}
+
 /// What the running system is, for the banner.
 struct Running {
+    ca: PathBuf,
     api: String,
     status_page: String,
     admin_token: String,
@@ -313,9 +362,13 @@ async fn start(
     children: &mut Children,
     progress: &mut Progress,
 ) -> Result<Running, Halt> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(anyhow::Error::from)?;
+    let tls = Tls::ensure(layout)?;
+    let trust = tocsin_tls::ClientTls::new(Some(&tls.ca), None).map_err(anyhow::Error::from)?;
+    let http = trust.reqwest().timeout(Duration::from_secs(2)).build().map_err(anyhow::Error::from)?;
     let cache = toml_str(&layout.plugin_cache.display().to_string());
-    let runtime = format!("[runtime]\ncache_dir = {cache}\nmax_concurrent = 32\n");
+    let ca = toml_str(&tls.ca.display().to_string());
+    let runtime =
+        format!("[runtime]\ncache_dir = {cache}\nmax_concurrent = 32\n\n[runtime.network]\nextra_roots = [{ca}]\n");
 
     // The controller.
     progress.start("starting the controller");
@@ -327,7 +380,9 @@ async fn start(
              min_interval = \"1s\"\n\n\
              [cluster]\n\
              handback_after = \"5s\"  # a new node takes its checks after 5s of health\n\n\
-             {runtime}"
+             {runtime}\n\
+             {tls}",
+            tls = tls.section(),
         ),
     )?;
     let data = layout.dir.join("controller");
@@ -364,7 +419,7 @@ async fn start(
             token
         }
     };
-    let admin = Client::new(vec![api.clone()], Some(admin_token.clone())).map_err(cli_error)?;
+    let admin = Client::new(vec![api.clone()], Some(admin_token.clone()), &trust).map_err(cli_error)?;
     if let Err(e) = admin.get::<Value>("/api/v1/tokens").await {
         return Err(Halt::Failed(anyhow!(
             "the controller refuses the admin token in {} ({e}): start over with --fresh",
@@ -431,6 +486,8 @@ async fn start(
             OsStr::new(&listen),
             OsStr::new("--config"),
             node_config.as_os_str(),
+            OsStr::new("--ca"),
+            tls.ca.as_os_str(),
         ];
         children.spawn(&format!("node {location}"), &layout.tocsin, &args_, &[("TOCSIN_TOKEN", &node_token)], &log)?;
         listening(children, &format!("node {location}"), &log, Duration::from_secs(120)).await?;
@@ -464,10 +521,12 @@ async fn start(
              interval = \"5s\"\n\
              rotate = \"30s\"\n\
              deadline = \"20s\"\n\n\
+             {tls}\n\
              [[notify]]\n\
              name = \"dev-sink\"\n\
              plugin = \"webhook\"\n\
              config = {{ url = {sink} }}\n",
+            tls = tls.section(),
             port = ports.watchdog,
             api = toml_str(&api),
             token = toml_str(&watchdog_token),
@@ -485,12 +544,12 @@ async fn start(
         .await?;
     progress.done("ready");
 
-    Ok(Running { api, status_page: format!("{status_page}/"), admin_token, checks })
+    Ok(Running { ca: tls.ca, api, status_page: format!("{status_page}/"), admin_token, checks })
 }
 
-/// Waits for a child's "listening on http://..." line; returns the URL.
+/// Waits for a child's "listening on https://..." line; returns the URL.
 async fn listening(children: &mut Children, what: &str, log: &Path, timeout: Duration) -> Result<String, Halt> {
-    let needle = "listening on http://";
+    let needle = "listening on http";
     children
         .poll(&format!("{what} listening"), timeout, || async {
             Ok(find_line(log, needle).and_then(|l| l.split_once("listening on ").map(|(_, rest)| rest.to_string())))
@@ -510,7 +569,7 @@ fn live(node: &crate::model::Node) -> bool {
 
 /// (name, plugin, target, description) of each sample check.
 fn sample_checks(api: &str, targets: &Targets, flap_every: Duration) -> Vec<(String, String, String, String)> {
-    let controller = api.trim_start_matches("http://");
+    let controller = api.split_once("://").map_or(api, |(_, rest)| rest);
     [
         ("controller-api", "http", format!("{api}/healthz"), "The controller's /healthz".to_string()),
         ("controller-port", "tcp", controller.to_string(), "A TCP connection to the controller".to_string()),
@@ -588,6 +647,7 @@ fn banner(layout: &Layout, children: &Children, running: &Running, args: &DevArg
     line(format!("  API          {}/api/v1  (OpenAPI: {}/api/v1/openapi.json)", running.api, running.api));
     line(format!("  status page  {}  (the watchdog's)", running.status_page));
     line(format!("  admin token  {}", running.admin_token));
+    line(format!("  CA           {}  (trust it with --ca or TOCSIN_CA)", running.ca.display()));
     line("  alerts       printed here as they arrive".into());
     line(format!("  directory    {}", layout.dir.display()));
     line(String::new());
@@ -608,7 +668,12 @@ fn banner(layout: &Layout, children: &Children, running: &Running, args: &DevArg
     line(String::new());
     line("Try, in another terminal:".into());
     line(String::new());
-    line(format!("  export TOCSIN_SERVER={} TOCSIN_TOKEN={}", running.api, running.admin_token));
+    line(format!(
+        "  export TOCSIN_SERVER={} TOCSIN_TOKEN={} TOCSIN_CA={}",
+        running.api,
+        running.admin_token,
+        running.ca.display()
+    ));
     line(format!("  alias tocsin={tocsin}"));
     line("  tocsin check list".into());
     line("  tocsin node list".into());

@@ -47,9 +47,27 @@ pub struct ClientArgs {
     /// API token (printed by `tocsin serve` on first start, or `tocsin token create`).
     #[arg(long, global = true, env = "TOCSIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust https servers whose certificate this CA (PEM) signed, besides
+    /// the machine's trust store (`tocsin dev` prints its own).
+    #[arg(long, global = true, env = "TOCSIN_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// Present this certificate (PEM) to servers that require one (mutual TLS).
+    #[arg(long, global = true, env = "TOCSIN_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    tls_client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "TOCSIN_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    tls_client_key: Option<std::path::PathBuf>,
     /// `table` for people, `json` for scripts.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+impl ClientArgs {
+    /// Whom this client trusts and what it presents, from the TLS flags.
+    pub fn tls(&self) -> Result<tocsin_tls::ClientTls, CliError> {
+        let identity = self.tls_client_cert.as_deref().zip(self.tls_client_key.as_deref());
+        tocsin_tls::ClientTls::new(self.ca.as_deref(), identity).map_err(|e| CliError::Usage(e.to_string()))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,12 +182,12 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let command = match cli.command {
-        Command::Serve(args) => return serve::run(args).await,
+        Command::Serve(args) => return serve::run(args, &cli.client).await,
         Command::Dev(args) => return dev::run(args).await,
         Command::Bench(cmd) => return bench::run(cmd).await,
         other => other,
     };
-    let client = Client::new(cli.client.servers.clone(), cli.client.token.clone())?;
+    let client = Client::new(cli.client.servers.clone(), cli.client.token.clone(), &cli.client.tls()?)?;
     let out = cli.client.output;
     match command {
         Command::Serve(_) | Command::Dev(_) | Command::Bench(_) => unreachable!("handled above"),
@@ -180,7 +198,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Apply(args) => apply::run(&client, out, args).await,
         Command::Audit(args) => commands::audit(&client, out, args).await,
         Command::LinkKey(cmd) => commands::link_key(&client, out, cmd).await,
-        Command::Node(args) => node::run(args, &client, cli.client.token.clone(), out).await,
+        Command::Node(args) => node::run(args, &client, &cli.client, out).await,
         Command::Incident(cmd) => alerting::incident(&client, out, cmd).await,
         Command::Alert(cmd) => alerting::alert(&client, out, cmd).await,
         Command::Contact(cmd) => alerting::contact(&client, out, cmd).await,

@@ -83,10 +83,10 @@ struct NodeFile {
     runtime: Option<RuntimeConfig>,
 }
 
-pub async fn run(args: NodeArgs, client: &Client, token: Option<String>, out: Output) -> Result<(), CliError> {
+pub async fn run(args: NodeArgs, client: &Client, flags: &super::ClientArgs, out: Output) -> Result<(), CliError> {
     match args.command {
         Some(command) => manage(client, out, command).await,
-        None => serve_node(args.run, token).await,
+        None => serve_node(args.run, flags.token.clone(), flags.tls()?).await,
     }
 }
 
@@ -143,7 +143,7 @@ async fn manage(client: &Client, out: Output, command: NodeCommand) -> Result<()
     Ok(())
 }
 
-async fn serve_node(args: RunArgs, token: Option<String>) -> Result<(), CliError> {
+async fn serve_node(args: RunArgs, token: Option<String>, tls: tocsin_tls::ClientTls) -> Result<(), CliError> {
     super::serve::init_logging(super::serve::LogFormat::Text);
     let token = token.ok_or_else(|| {
         CliError::Usage(
@@ -176,10 +176,11 @@ async fn serve_node(args: RunArgs, token: Option<String>) -> Result<(), CliError
     let catalog = Catalog::new(runtime.clone()).await.map_err(|e| other(&e))?;
     for controller in args.controllers.iter().filter(|c| crate::config::clear_and_remote(c)) {
         tracing::warn!(%controller, "talking plain HTTP to a controller that is not on loopback: the node token and \
-            key cross the network in clear; use https:// through a TLS-terminating proxy");
+            key cross the network in clear; serve the controller over TLS (--tls-cert, --tls-key) and give the node \
+            its https:// URL (and --ca)");
     }
     let link = Arc::new(
-        HttpLink::new(args.controllers.clone(), token, &args.data_dir.join("node-key")).map_err(|e| other(&e))?,
+        HttpLink::new(args.controllers.clone(), token, &args.data_dir.join("node-key"), &tls).map_err(|e| other(&e))?,
     );
     let buffer: Arc<dyn Buffer> = Arc::new(
         DiskBuffer::open(&args.data_dir, file.max_buffered.unwrap_or(1_000_000)).await.map_err(|e| other(&e))?,

@@ -59,6 +59,16 @@ pub struct ServeArgs {
     /// Addresses (CIDR) that may read this site's change feed.
     #[arg(long = "sync-allow", env = "TOCSIN_SYNC_ALLOW", value_delimiter = ',', value_parser = crate::sync::parse_net)]
     sync_allow: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's first).
+    #[arg(long, env = "TOCSIN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, env = "TOCSIN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every client (CLI, nodes, sites, watchdogs) to present a
+    /// certificate signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "TOCSIN_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -70,7 +80,8 @@ pub enum LogFormat {
     Json,
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), CliError> {
+/// `client`: the global `--ca` and client certificate, for calls to other sites.
+pub async fn run(args: ServeArgs, client: &super::ClientArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
     let file = match &args.config {
         Some(path) => ServeFile::read(path).map_err(|e| CliError::Usage(e.to_string()))?,
@@ -124,6 +135,19 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     if !args.sync_allow.is_empty() {
         config.sync.allow = args.sync_allow;
+    }
+    let tls = &mut config.tls;
+    for (flag, setting) in [
+        (args.tls_cert, &mut tls.cert),
+        (args.tls_key, &mut tls.key),
+        (args.client_ca, &mut tls.client_ca),
+        (client.ca.clone(), &mut tls.ca),
+        (client.tls_client_cert.clone(), &mut tls.client_cert),
+        (client.tls_client_key.clone(), &mut tls.client_key),
+    ] {
+        if flag.is_some() {
+            *setting = flag;
+        }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

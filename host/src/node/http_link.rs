@@ -47,8 +47,15 @@ impl HttpLink {
     /// from `key_file`, or made there (readable by this user only) before
     /// the first enrollment, so retrying an enrollment whose answer was lost
     /// still proves the same node.
-    pub fn new(controllers: Vec<String>, token: String, key_file: &Path) -> Result<HttpLink, String> {
-        let http = reqwest::Client::builder()
+    /// `tls`: whom the node trusts over https, and its client certificate.
+    pub fn new(
+        controllers: Vec<String>,
+        token: String,
+        key_file: &Path,
+        tls: &tocsin_tls::ClientTls,
+    ) -> Result<HttpLink, String> {
+        let http = tls
+            .reqwest()
             .connect_timeout(Duration::from_secs(3))
             .user_agent(concat!("tocsin-node/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -89,11 +96,7 @@ impl HttpLink {
                     let bytes = response.bytes().await.map_err(|e| LinkError::Unavailable(format!("{url}: {e}")))?;
                     return Ok((status, bytes.to_vec()));
                 }
-                Err(e) => failures.push(format!(
-                    "{}: {}",
-                    self.controllers[index],
-                    if e.is_connect() { "cannot connect".into() } else { e.to_string() }
-                )),
+                Err(e) => failures.push(format!("{}: {}", self.controllers[index], crate::cli::describe(&e))),
             }
         }
         Err(LinkError::Unavailable(format!("no controller answered: {}", failures.join("; "))))

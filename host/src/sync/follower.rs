@@ -79,8 +79,9 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(url: &str, token: Option<String>, secret: Option<Secret>) -> Source {
-        let http = reqwest::Client::builder()
+    pub fn new(url: &str, token: Option<String>, secret: Option<Secret>, tls: &tocsin_tls::ClientTls) -> Source {
+        let http = tls
+            .reqwest()
             .connect_timeout(Duration::from_secs(3))
             .timeout(WAIT + Duration::from_secs(20))
             .user_agent(concat!("tocsin-sync/", env!("CARGO_PKG_VERSION")))
@@ -234,7 +235,7 @@ impl Follower {
             // One client (and its connections) per source, not per poll.
             if client.as_ref().is_none_or(|c: &Source| c.url != source.trim_end_matches('/')) {
                 let token = self.config.token.as_ref().map(|t| t.expose().to_string());
-                client = Some(Source::new(&source, token, self.config.peer_secret.clone()));
+                client = Some(Source::new(&source, token, self.config.peer_secret.clone(), &self.config.tls));
             }
             let Some(source) = client.as_ref() else { continue };
             let outcome = tokio::select! {

@@ -66,6 +66,10 @@ pub struct SyncConfig {
     /// Addresses that may read this site's feed (none by default).
     #[serde(default, deserialize_with = "nets")]
     pub allow: Vec<IpNet>,
+    /// Whom this controller trusts over https when it calls other sites
+    /// (from `[tls]`, not from `[sync]`).
+    #[serde(skip)]
+    pub tls: tocsin_tls::ClientTls,
 }
 
 /// `10.0.0.0/8`, or one address (`10.0.0.7`).

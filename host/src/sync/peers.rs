@@ -43,7 +43,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let peers: Vec<Source> =
-        config.peers.iter().map(|url| Source::new(url, None, config.peer_secret.clone())).collect();
+        config.peers.iter().map(|url| Source::new(url, None, config.peer_secret.clone(), &config.tls)).collect();
     if !peers.is_empty() && config.peer_secret.is_none() {
         tracing::error!(peers = ?config.peers,
             "sync peers are configured without a peer secret (TOCSIN_SYNC_PEER_SECRET): their epochs cannot be \

@@ -9,7 +9,6 @@ use std::time::Instant;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -33,23 +32,8 @@ impl TlsConfigs {
     /// the operator's extra CAs.
     pub fn load(extra_roots: &[PathBuf]) -> Result<Self, crate::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if roots.is_empty() {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        for path in extra_roots {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| crate::Error::Config(format!("extra root {}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(crate::Error::Config(format!("extra root {}: no certificate in it", path.display())));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| crate::Error::Config(format!("extra root {}: {e}", path.display())))?;
-            }
-        }
+        let roots = tocsin_tls::client::trusted_roots(extra_roots)
+            .map_err(|e| crate::Error::Config(format!("extra_roots: {e}")))?;
         let roots = Arc::new(roots);
         let builder = || {
             ClientConfig::builder_with_provider(provider.clone())

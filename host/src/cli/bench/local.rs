@@ -149,7 +149,7 @@ pub async fn controller_with(
         .find_map(|l| l.trim().strip_prefix("export TOCSIN_TOKEN=").map(str::to_string))
         .or(token.map(str::to_string))
         .ok_or_else(|| other("the controller printed no admin token: is its database new?"))?;
-    let admin = Client::new(vec![url.clone()], Some(admin_token))?;
+    let admin = Client::new(vec![url.clone()], Some(admin_token), &tocsin_tls::ClientTls::machine())?;
     Ok(Controller { process, url, admin })
 }
 

@@ -97,9 +97,11 @@ pub async fn schedule(args: ScheduleArgs) -> Result<(), CliError> {
     let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
     let cancel = CancellationToken::new();
     let mut nodes = Vec::new();
+    let machine = tocsin_tls::ClientTls::machine();
     for i in 0..args.nodes {
         let key_file = dir.path().join(format!("node-key-{i}"));
-        let link = Arc::new(HttpLink::new(vec![controller.url.clone()], token.clone(), &key_file).map_err(other)?);
+        let link =
+            Arc::new(HttpLink::new(vec![controller.url.clone()], token.clone(), &key_file, &machine).map_err(other)?);
         let plugins = Arc::new(NodePlugins {
             catalog: catalog.clone(),
             link: link.clone(),
