@@ -299,6 +299,12 @@ async fn promotion_then_the_old_primary_returns_passive_and_follows() {
     assert_eq!(status["site"]["source"], b_url.as_str());
     assert_eq!(status["site"]["epoch"], 2);
     assert!(pair.primary.proc.log().contains("stepping down to follow it"));
+    let (_, trail) = old.get("/api/v1/audit?limit=1000").await;
+    let stepped =
+        trail.as_array().unwrap().iter().any(|e| {
+            e["action"] == "site.step_down" && e["actor"].as_str().is_some_and(|a| a.contains(b_url.as_str()))
+        });
+    assert!(stepped, "the step-down is in the old primary's audit trail: {trail}");
     let (status, body) =
         old.post("/api/v1/checks", json!({"name": "x", "plugin": "http", "target": "https://example.com/x"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("site_passive")));

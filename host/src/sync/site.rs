@@ -156,6 +156,8 @@ pub async fn set_passive(conn: &mut AnyConnection, source: &str, epoch: i64) -> 
 /// Steps an active site down because `source` is active with a newer
 /// epoch. False when the site had changed meanwhile.
 pub async fn step_down(db: &Db, source: &str, their_epoch: i64) -> Result<bool> {
+    let mut tx = db.writer().begin().await?;
+    let before = lock(&mut tx).await?;
     let done = sqlx::query(
         "UPDATE site SET role = 'passive', source = $1, epoch = $2, changed_at = $3 \
          WHERE id = 1 AND role = 'active' AND epoch < $2",
@@ -163,9 +165,17 @@ pub async fn step_down(db: &Db, source: &str, their_epoch: i64) -> Result<bool> 
     .bind(source)
     .bind(their_epoch)
     .bind(now_ms())
-    .execute(db.writer())
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    // A change of role is in the trail whoever caused it.
+    let after = load_in(&mut tx).await?;
+    let actor = format!("peer site {source} (proven, epoch {their_epoch})");
+    audit(&mut tx, &actor, "site.step_down", &before, &after).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Makes this site active with an epoch above any it has seen. `seen`,
