@@ -147,6 +147,26 @@ pub fn restore(new: &mut Value, old: Option<&Value>) -> Result<(), String> {
     restore_at(new, old, "config")
 }
 
+/// [`restore`] for a contact's channels (a webhook channel's URL is shown
+/// hidden like a gateway's).
+pub fn restore_channels(new: &mut Value, old: Option<&Value>) -> Result<(), String> {
+    restore_at(new, old, "channels")
+}
+
+/// The fields of an object, as stored, that may hold secrets: a plugin
+/// config, a contact's channels.
+const SECRET_FIELDS: &[&str] = &["config", "channels"];
+
+/// An object (a check, gateway or contact, as the API, the audit trail
+/// or a sync report shows it) with the secrets in its fields hidden.
+pub fn hide_in(value: &mut Value) {
+    for field in SECRET_FIELDS {
+        if let Some(inner) = value.get_mut(*field) {
+            *inner = redact(inner);
+        }
+    }
+}
+
 fn restore_at(new: &mut Value, old: Option<&Value>, at: &str) -> Result<(), String> {
     match new {
         Value::Object(map) => {

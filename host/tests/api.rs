@@ -19,6 +19,7 @@ both!(
     no_grant_opens_the_controllers_own_listener,
     every_role_gets_what_the_matrix_says,
     a_checks_secrets_are_hidden_and_kept,
+    a_contacts_webhook_url_is_hidden_and_kept,
     plugins_upload_show_and_delete,
     apply_is_idempotent_and_shows_its_plan,
     operations_endpoints,
@@ -452,6 +453,46 @@ async fn every_role_gets_what_the_matrix_says(backend: Backend) {
             }
         }
     }
+    app.stop().await;
+}
+
+/// A contact's webhook URL (its path is as good as a password) is shown as
+/// its origin only, to viewers and in the audit trail; sent back as read
+/// it keeps the stored URL, and it cannot be sent elsewhere hidden.
+async fn a_contacts_webhook_url_is_hidden_and_kept(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, made) = app.call(Method::POST, "/api/v1/tokens", Some(json!({"name": "v", "role": "viewer"}))).await;
+    let viewer = made["token"].as_str().unwrap().to_string();
+    let hook = "https://hooks.example.com/services/T0/B0/contactS3cret";
+    let contact = json!({"name": "ops", "channels": [{"channel": "webhook", "address": hook},
+                                                      {"channel": "sms", "address": "+15550100"}]});
+    let (status, created) = app.call(Method::POST, "/api/v1/contacts", Some(contact)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (_, read) = app.raw(Method::GET, "/api/v1/contacts/ops", Some(&viewer), None).await;
+    assert_eq!(read["channels"][0]["address"], "https://hooks.example.com/***", "{read}");
+    assert_eq!(read["channels"][1]["address"], "+15550100", "other addresses are shown");
+    let (_, listed) = app.raw(Method::GET, "/api/v1/contacts", Some(&viewer), None).await;
+    let audit = app.get("/api/v1/audit?limit=100").await;
+    for (what, text) in
+        [("created", created.to_string()), ("listed", listed.to_string()), ("audited", audit.to_string())]
+    {
+        assert!(!text.contains("contactS3cret"), "{what}: {text}");
+    }
+    let mut edited = read.clone();
+    edited["full_name"] = json!("Operations");
+    let (status, answer) = app.call(Method::PUT, "/api/v1/contacts/ops", Some(edited.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let stored: Option<Value> = {
+        let mut conn = app.db.reader().acquire().await.unwrap();
+        tocsin::alerting::directory::get_opened(&mut conn, app.db.keys(), tocsin::alerting::directory::CONTACTS, "ops")
+            .await
+            .unwrap()
+    };
+    assert_eq!(stored.unwrap()["channels"][0]["address"], hook, "the stored URL is kept");
+    edited["channels"][0]["address"] = json!("https://attacker.example/***");
+    let (status, answer) = app.call(Method::PUT, "/api/v1/contacts/ops", Some(edited)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("channels[0].address"), "{answer}");
     app.stop().await;
 }
 

@@ -48,8 +48,10 @@ trait Resource: Serialize + DeserializeOwned + Send + 'static {
         conn: &mut AnyConnection,
         before: Option<&Value>,
     ) -> Result<(), Invalid>;
-    /// As shown to API clients.
-    fn shown(value: Value) -> Value {
+    /// As shown to API clients: secrets hidden (a gateway's config, a
+    /// contact's webhook URL).
+    fn shown(mut value: Value) -> Value {
+        crate::redact::hide_in(&mut value);
         value
     }
 }
@@ -59,7 +61,12 @@ impl Resource for Contact {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn validate(&mut self, _: &AppState, _: &mut AnyConnection, _: Option<&Value>) -> Result<(), Invalid> {
+    async fn validate(&mut self, _: &AppState, _: &mut AnyConnection, before: Option<&Value>) -> Result<(), Invalid> {
+        // A webhook channel's URL sent back hidden keeps the stored one.
+        let invalid = |message: String| Invalid { field: "channels".into(), message };
+        let mut channels = serde_json::to_value(&self.channels).map_err(|e| invalid(e.to_string()))?;
+        crate::redact::restore_channels(&mut channels, before.and_then(|b| b.get("channels"))).map_err(invalid)?;
+        self.channels = serde_json::from_value(channels).map_err(|e| invalid(e.to_string()))?;
         directory::validate_contact(self)
     }
 }
@@ -88,12 +95,6 @@ impl Resource for Gateway {
         let old = before.and_then(|b| b.get("config"));
         crate::redact::restore(&mut self.config, old).map_err(|message| Invalid { field: "config".into(), message })?;
         directory::validate_gateway(&state.catalog, &state.db, self).await
-    }
-    fn shown(mut value: Value) -> Value {
-        if let Some(config) = value.get_mut("config") {
-            *config = crate::redact::redact(config);
-        }
-        value
     }
 }
 

@@ -23,9 +23,7 @@ pub struct Change<'a> {
 /// the trail shows that a secret changed, never what it is.
 pub fn snapshot<T: Serialize>(value: &T) -> Option<serde_json::Value> {
     let mut value = serde_json::to_value(value).ok()?;
-    if let Some(config) = value.get_mut("config") {
-        *config = crate::redact::redact(config);
-    }
+    crate::redact::hide_in(&mut value);
     Some(value)
 }
 

@@ -228,8 +228,6 @@ fn redacted(mut body: Value) -> Value {
     if let Some(hash) = body.get_mut("hash") {
         *hash = Value::from(crate::redact::REDACTED);
     }
-    if let Some(config) = body.get_mut("config") {
-        *config = crate::redact::redact(config);
-    }
+    crate::redact::hide_in(&mut body);
     body
 }
