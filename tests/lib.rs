@@ -144,6 +144,14 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// `tocsin gateway add NAME ...`: a webhook gateway posting here.
+    pub fn gateway_add(&self, name: &str) -> Vec<String> {
+        let url = format!("url={}", self.url);
+        ["gateway", "add", name, "--plugin", "webhook", "--set", &url, "--allow", "127.0.0.1"]
+            .map(String::from)
+            .to_vec()
+    }
+
     pub fn start() -> Sink {
         let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
         let log = received.clone();

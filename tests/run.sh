@@ -28,6 +28,7 @@ APT_PACKAGES=(
     prometheus-alertmanager   # a real Alertmanager raising incidents
     haproxy                   # the front door of redundant sites, deploy/haproxy
     postgresql                # a throwaway cluster when none answers on :5432
+    postgresql-client         # pg_dump: what a copy of the database holds (host/tests/secrets.rs)
     systemd                   # systemd-analyze verifies deploy/systemd
     iproute2                  # network namespaces for partition tests
     curl procps               # the e2e tests' probes and signals

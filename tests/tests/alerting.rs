@@ -155,21 +155,7 @@ fn a_controller_killed_mid_escalation_continues_it_after_restart() {
     for name in ["ada", "bob", "carol"] {
         ok(cli(&url, &token, &["contact", "add", name, "--channel", &format!("webhook=http://example.com/{name}")]));
     }
-    ok(cli(
-        &url,
-        &token,
-        &[
-            "gateway",
-            "add",
-            "hook",
-            "--plugin",
-            "webhook",
-            "--set",
-            &format!("url={}", sink.url),
-            "--allow",
-            "127.0.0.1",
-        ],
-    ));
+    ok(cli(&url, &token, &sink.gateway_add("hook").iter().map(String::as_str).collect::<Vec<_>>()));
     ok(cli(&url, &token, &["route", "add", "web", "--channel", "webhook", "--gateway", "hook"]));
     ok(cli(&url, &token, &["policy", "add", "default", "--step", "ada@2s", "--step", "bob@2s", "--step", "carol@10m"]));
     let sent = ok(cli(

@@ -393,17 +393,7 @@ fn a_thousand_slow_checks_do_not_delay_an_alert() {
         assert_eq!(out.code, 0, "{args:?}: {out:?}");
     };
     cli(&["contact", "add", "ada", "--channel", "webhook=http://example.com/ada"]);
-    cli(&[
-        "gateway",
-        "add",
-        "hook",
-        "--plugin",
-        "webhook",
-        "--set",
-        &format!("url={}", sink.url),
-        "--allow",
-        "127.0.0.1",
-    ]);
+    cli(&sink.gateway_add("hook").iter().map(String::as_str).collect::<Vec<_>>());
     cli(&["route", "add", "web", "--channel", "webhook", "--gateway", "hook"]);
     cli(&["policy", "add", "oncall", "--step", "ada@10m"]);
 

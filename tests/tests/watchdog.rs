@@ -93,6 +93,24 @@ impl Platform {
         found.unwrap()
     }
 
+    /// One watchdog, w1, with no peers, running the canary in `eu`.
+    fn canary_watchdog(&self, alarm_url: &str) -> WatchdogProc {
+        watchdog(
+            &self.dir.path().join("w1"),
+            WatchdogSpec {
+                name: "w1",
+                port: tocsin_testkit::free_port(),
+                controllers: self.urls(),
+                token: &self.watchdog_token,
+                database_url: Some(&self.db_url),
+                peers: vec![],
+                canary: vec!["eu"],
+                alarm_url: Some(alarm_url),
+                netns: None,
+            },
+        )
+    }
+
     /// Watchdogs w1, w2, ... on the host, one on each of the first ports;
     /// every one of `ports` is a peer of each (the rest may be started
     /// elsewhere).
@@ -234,20 +252,7 @@ fn a_wedged_scheduler_is_caught_by_the_canary_and_loses_its_lease() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let p = platform(&rt);
     let alarms = sink();
-    let w = watchdog(
-        &p.dir.path().join("w1"),
-        WatchdogSpec {
-            name: "w1",
-            port: tocsin_testkit::free_port(),
-            controllers: p.urls(),
-            token: &p.watchdog_token,
-            database_url: Some(&p.db_url),
-            peers: vec![],
-            canary: vec!["eu"],
-            alarm_url: Some(&alarms.url),
-            netns: None,
-        },
-    );
+    let w = p.canary_watchdog(&alarms.url);
     let holder = p.holder();
     let holder_url = p.controllers[holder].url.clone();
     wait_until("the canary passes", Duration::from_secs(60), || w.health("canary:eu") == "up");
@@ -469,20 +474,7 @@ fn forged_canary_hits_do_not_revoke_a_healthy_lease() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let p = platform(&rt);
     let alarms = sink();
-    let w = watchdog(
-        &p.dir.path().join("w1"),
-        WatchdogSpec {
-            name: "w1",
-            port: tocsin_testkit::free_port(),
-            controllers: p.urls(),
-            token: &p.watchdog_token,
-            database_url: Some(&p.db_url),
-            peers: vec![],
-            canary: vec!["eu"],
-            alarm_url: Some(&alarms.url),
-            netns: None,
-        },
-    );
+    let w = p.canary_watchdog(&alarms.url);
     let holder = p.holder();
     let holder_url = p.controllers[holder].url.clone();
     wait_until("the canary passes", Duration::from_secs(60), || w.health("canary:eu") == "up");
@@ -546,20 +538,7 @@ fn forged_canary_hits_do_not_hide_a_wedged_scheduler() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let p = platform(&rt);
     let alarms = sink();
-    let w = watchdog(
-        &p.dir.path().join("w1"),
-        WatchdogSpec {
-            name: "w1",
-            port: tocsin_testkit::free_port(),
-            controllers: p.urls(),
-            token: &p.watchdog_token,
-            database_url: Some(&p.db_url),
-            peers: vec![],
-            canary: vec!["eu"],
-            alarm_url: Some(&alarms.url),
-            netns: None,
-        },
-    );
+    let w = p.canary_watchdog(&alarms.url);
     let holder = p.holder();
     let holder_url = p.controllers[holder].url.clone();
     wait_until("the canary passes", Duration::from_secs(60), || w.health("canary:eu") == "up");
